@@ -1,0 +1,90 @@
+"""Errors as values (`Issue`) and the one exception tree, with exit codes on the classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+EXIT_APPROVED = 0
+EXIT_DENIED = 1
+EXIT_USAGE = 2
+EXIT_INVALID_INPUT = 3
+EXIT_INTERNAL = 4
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem found in an input document.
+
+    `code` is stable (tests and scripts match on it); `path` is a JSON path such as
+    `$.protections.holding_period.min_days`; `line` and `column` are 1-based and known
+    for YAML documents and JSON syntax errors.
+    """
+
+    code: str
+    path: str
+    message: str
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+
+    def location(self) -> str:
+        parts = [self.file or "<input>"]
+        if self.line is not None:
+            parts.append(str(self.line))
+            if self.column is not None:
+                parts.append(str(self.column))
+        return ":".join(parts)
+
+    def __str__(self) -> str:
+        return f"{self.location()}: {self.path}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "path": self.path,
+            "message": self.message,
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+        }
+
+
+class ProtectionRulesError(Exception):
+    """Root of every error this package raises on purpose."""
+
+    exit_code = EXIT_INTERNAL
+
+
+class InputInvalid(ProtectionRulesError):
+    """A document (policy or request) that does not validate; carries every issue found."""
+
+    exit_code = EXIT_INVALID_INPUT
+    kind = "input"
+
+    def __init__(self, issues: Iterable[Issue]):
+        self.issues = tuple(issues)
+        count = len(self.issues)
+        head = str(self.issues[0]) if self.issues else "no details"
+        more = f" (and {count - 1} more)" if count > 1 else ""
+        super().__init__(f"invalid {self.kind}: {head}{more}")
+
+
+class PolicyInvalid(InputInvalid):
+    kind = "policy"
+
+
+class RequestInvalid(InputInvalid):
+    kind = "request"
+
+
+class EngineFailure(ProtectionRulesError):
+    """The rule network failed or disagreed with its mirror; the decision must deny."""
+
+
+class StateError(ProtectionRulesError):
+    """The state store cannot be read or written."""
+
+
+class AuditError(ProtectionRulesError):
+    """The audit trail cannot be written or read."""

@@ -1,0 +1,108 @@
+"""What every protection is made of: typed parameters, facts, rules, and an explanation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Mapping
+
+from ..models import AssetState, ProtectionRequest, StateChange, Status
+
+Op = Literal["==", "<", "<=", ">", ">=", "in"]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One test on one fact field; the compiler turns it into durable-rules JSON and Python."""
+
+    field: str
+    op: Op
+    value: Any
+
+    def holds(self, fact: Mapping[str, Any]) -> bool:
+        # Mirrors durable-rules: a missing field makes every comparison false.
+        if self.field not in fact:
+            return False
+        seen = fact[self.field]
+        if self.op == "==":
+            return seen == self.value
+        if self.op == "in":
+            return seen in self.value
+        if self.op == "<":
+            return seen < self.value
+        if self.op == "<=":
+            return seen <= self.value
+        if self.op == ">":
+            return seen > self.value
+        return seen >= self.value
+
+    def text(self) -> str:
+        value = "[" + ", ".join(self.value) + "]" if self.op == "in" else repr(self.value)
+        return f"{self.field} {self.op} {value}"
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A rule as a protection declares it: `<protection>.<outcome>[.<variant>]`, all conditions ANDed."""
+
+    id: str
+    conditions: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything about one request that protections read, resolved once (see facts.py)."""
+
+    request: ProtectionRequest
+    now: int
+    state: AssetState
+    state_source: Literal["request", "store", "none"]
+    entry_at: int | None
+    entry_source: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A protection's lean verdict; the engine stamps priority and fired rule ids on it."""
+
+    status: Status
+    reason: str
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    unblocks_at: int | None = None
+    state_changes: tuple[StateChange, ...] = ()
+
+
+class Protection:
+    """Base of the built-in protections. Subclasses set `name` and `fact_types`.
+
+    `fact_types` declares every fact field the protection puts in the engine fact, with its
+    Python type: the compiler type-checks rule literals against it and the network checks
+    every fact against it, because durable-rules compares mixed types silently wrong.
+    """
+
+    name: ClassVar[str]
+    overridable: ClassVar[bool] = True
+    short_circuits: ClassVar[bool] = False
+    fact_types: ClassVar[Mapping[str, type]] = {}
+
+    def __init__(self, block: Mapping[str, Any]):
+        self.enabled: bool = block["enabled"]
+        self.blocks: tuple[str, ...] = tuple(block.get("blocks", ()))
+
+    def facts(self, ctx: Context) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def rules(self) -> tuple[RuleSpec, ...]:
+        raise NotImplementedError
+
+    def explain(self, ctx: Context, facts: Mapping[str, Any], fired: frozenset[str]) -> Outcome:
+        raise NotImplementedError
+
+    def blocks_action(self) -> Condition:
+        return Condition("action", "in", self.blocks)
+
+    def not_blocked_here(self, ctx: Context) -> Outcome | None:
+        """`not_applicable` when this protection never blocks the requested action."""
+        if ctx.request.action in self.blocks:
+            return None
+        allowed = ", ".join(self.blocks) or "nothing"
+        return Outcome("not_applicable", f"`{ctx.request.action}` is not an action {self.name} blocks (it blocks: {allowed})")

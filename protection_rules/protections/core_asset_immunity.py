@@ -1,0 +1,50 @@
+"""Core assets are immune: the actions in `blocks` are denied while the designation holds."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..timestamps import format_instant
+from .base import Condition, Context, Outcome, Protection, RuleSpec
+
+
+class CoreAssetImmunity(Protection):
+    name = "core_asset_immunity"
+    overridable = False
+    short_circuits = True
+    fact_types = {"core_active": bool}
+
+    def facts(self, ctx: Context) -> dict[str, Any]:
+        core = ctx.state.core
+        active = (
+            core is not None
+            and core.designated_at <= ctx.now
+            and (core.expires_at is None or ctx.now < core.expires_at)
+        )
+        return {"core_active": active}
+
+    def rules(self) -> tuple[RuleSpec, ...]:
+        if not self.blocks:
+            return ()
+        return (RuleSpec(f"{self.name}.block", (self.blocks_action(), Condition("core_active", "==", True))),)
+
+    def explain(self, ctx: Context, facts: Mapping[str, Any], fired: frozenset[str]) -> Outcome:
+        core = ctx.state.core
+        shown: dict[str, Any] = {"core": facts["core_active"]}
+        if core is not None:
+            shown["designated_at"] = format_instant(core.designated_at)
+            shown["expires_at"] = format_instant(core.expires_at) if core.expires_at is not None else None
+        until = f"until {format_instant(core.expires_at)}" if core and core.expires_at is not None else "with no expiry"
+        if f"{self.name}.block" in fired:
+            return Outcome(
+                "block",
+                f"`{ctx.request.asset}` is a core asset {until}; `{ctx.request.action}` is never allowed on it",
+                shown,
+                unblocks_at=core.expires_at if core else None,
+            )
+        not_here = self.not_blocked_here(ctx)
+        if not_here:
+            return Outcome(not_here.status, not_here.reason, shown)
+        if core is not None and core.expires_at is not None and core.expires_at <= ctx.now:
+            return Outcome("pass", f"core designation expired at {format_instant(core.expires_at)}", shown)
+        return Outcome("pass", f"`{ctx.request.asset}` is not a core asset", shown)

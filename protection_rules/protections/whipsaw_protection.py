@@ -1,0 +1,74 @@
+"""No re-entry after `max_cycles` completed open-close cycles within `period_days`."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from ..models import PositionEvent
+from ..timestamps import days, format_instant
+from .base import Condition, Context, Outcome, Protection, RuleSpec
+
+
+def completed_cycles(events: Sequence[PositionEvent]) -> int:
+    """SPEC.md section 4: an open arms, the next close after an armed open completes a cycle."""
+    cycles, armed = 0, False
+    for event in events:
+        if event.type == "open":
+            armed = True
+        elif armed:
+            cycles, armed = cycles + 1, False
+    return cycles
+
+
+def in_window(events: Sequence[PositionEvent], now: int, period: int) -> list[PositionEvent]:
+    """The events with `now - period < at <= now`, in time order."""
+    return [e for e in events if now - period < e.at <= now]
+
+
+def unblocks_at(events: Sequence[PositionEvent], now: int, period: int, max_cycles: int) -> int | None:
+    """The earliest `t > now` at which, with no new events, fewer than `max_cycles` cycles remain.
+
+    Each event leaves the window at `at + period`; dropping the oldest events can only lower
+    the count, so the first such instant at which the count falls below the limit is the answer.
+    """
+    window = in_window(events, now, period)
+    for leave in sorted({e.at + period for e in window}):
+        if completed_cycles([e for e in window if e.at + period > leave]) < max_cycles:
+            return leave
+    return None
+
+
+class WhipsawProtection(Protection):
+    name = "whipsaw_protection"
+    fact_types = {"whipsaw_cycles": int}
+
+    def __init__(self, block: Mapping[str, Any]):
+        super().__init__(block)
+        self.max_cycles: int = block["max_cycles"]
+        self.period_days: int = block["period_days"]
+
+    def facts(self, ctx: Context) -> dict[str, Any]:
+        return {"whipsaw_cycles": completed_cycles(in_window(ctx.state.events, ctx.now, days(self.period_days)))}
+
+    def rules(self) -> tuple[RuleSpec, ...]:
+        if not self.blocks:
+            return ()
+        return (
+            RuleSpec(
+                f"{self.name}.block",
+                (self.blocks_action(), Condition("whipsaw_cycles", ">=", self.max_cycles)),
+            ),
+        )
+
+    def explain(self, ctx: Context, facts: Mapping[str, Any], fired: frozenset[str]) -> Outcome:
+        cycles = facts["whipsaw_cycles"]
+        shown = {"cycles": cycles, "max_cycles": self.max_cycles, "period_days": self.period_days}
+        counted = f"{cycles} completed open-close cycle{'s' if cycles != 1 else ''} in the last {self.period_days} days"
+        if f"{self.name}.block" in fired:
+            until = unblocks_at(ctx.state.events, ctx.now, days(self.period_days), self.max_cycles)
+            when = f"; `{ctx.request.action}` allowed from {format_instant(until)}" if until is not None else ""
+            return Outcome("block", f"{counted}, at or over the limit of {self.max_cycles}{when}", shown, unblocks_at=until)
+        not_here = self.not_blocked_here(ctx)
+        if not_here:
+            return Outcome(not_here.status, not_here.reason, shown)
+        return Outcome("pass", f"{counted}, below the limit of {self.max_cycles}", shown)

@@ -1,0 +1,68 @@
+"""Instants as integer microseconds since the Unix epoch, UTC (SPEC.md section 2).
+
+Integers keep every comparison exact to the microsecond, both in Python and in the rule
+network, which has no date type. A duration of N days is exactly N x 24 h.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+MICROS_PER_SECOND = 1_000_000
+MICROS_PER_DAY = 86_400 * MICROS_PER_SECOND
+
+# Strict shape first, so that `datetime.fromisoformat`'s leniency (week dates, ordinal dates,
+# a space for `T`, hours only) never decides what we accept.
+_SHAPE = re.compile(
+    r"\d{4}-\d{2}-\d{2}"
+    r"(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:\d{2})?)?"
+)
+TIMESTAMP_PATTERN = "^" + _SHAPE.pattern + "$"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def parse_instant(text: str) -> int:
+    """Parse an ISO-8601 timestamp or date into epoch microseconds (UTC).
+
+    No offset means UTC; a bare date means 00:00. Raises ValueError with a human message
+    for a malformed or impossible value (2026-02-30, 25:00).
+    """
+    if not isinstance(text, str) or not _SHAPE.fullmatch(text):
+        raise ValueError(f"`{text}` is not an ISO-8601 timestamp such as `2026-03-10T09:00:00Z`")
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"`{text}` is not a real date or time: {exc}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * MICROS_PER_SECOND + delta.microseconds
+
+
+def format_instant(micros: int) -> str:
+    """Render epoch microseconds as `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`."""
+    moment = _EPOCH + timedelta(microseconds=micros)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if moment.microsecond:
+        text += f".{moment.microsecond:06d}"
+    return text + "Z"
+
+
+def days(count: int | float) -> int:
+    """N days in microseconds (policy parameters are whole days)."""
+    return int(count) * MICROS_PER_DAY
+
+
+def format_duration(micros: int) -> str:
+    """A short human duration: `1d 22h`, `3h 5m`, `40s`; negative durations are clamped at 0."""
+    seconds = max(micros, 0) // MICROS_PER_SECOND
+    day, rest = divmod(seconds, 86_400)
+    hour, rest = divmod(rest, 3_600)
+    minute, second = divmod(rest, 60)
+    parts = [f"{day}d" if day else "", f"{hour}h" if hour else "", f"{minute}m" if minute else ""]
+    if not day and not hour:
+        parts.append(f"{second}s" if second or not minute else "")
+    text = " ".join(p for p in parts if p)
+    return text or "0s"

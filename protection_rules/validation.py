@@ -1,0 +1,111 @@
+"""First validation pass: JSON Schema, turned into `Issue`s with stable codes and did-you-mean."""
+
+from __future__ import annotations
+
+import difflib
+from functools import cache
+from typing import Any, Iterable
+
+import jsonschema
+
+from .errors import Issue
+from .loading import Path_, SourceMap, json_path
+from .resources import schema
+
+# jsonschema keyword -> our stable error code
+_CODES = {
+    "type": "schema-type",
+    "required": "schema-required",
+    "additionalProperties": "schema-unknown-field",
+    "enum": "schema-enum",
+    "const": "schema-const",
+    "minimum": "schema-range",
+    "maximum": "schema-range",
+    "exclusiveMinimum": "schema-range",
+    "exclusiveMaximum": "schema-range",
+    "pattern": "schema-pattern",
+    "minLength": "schema-length",
+    "maxLength": "schema-length",
+    "minItems": "schema-length",
+    "maxItems": "schema-length",
+    "uniqueItems": "schema-unique",
+}
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    match = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f"; did you mean `{match[0]}`?" if match else ""
+
+
+@cache
+def validator(name: str) -> jsonschema.protocols.Validator:
+    definition = schema(name)
+    cls = jsonschema.validators.validator_for(definition)
+    cls.check_schema(definition)
+    return cls(definition)
+
+
+def schema_issues(name: str, data: Any, source: SourceMap) -> list[Issue]:
+    """Every schema violation of `data` against the named schema, sorted by position."""
+    issues: list[Issue] = []
+    for error in validator(name).iter_errors(data):
+        issues.extend(_translate(error, source))
+    return sorted(issues, key=lambda i: (i.line or 0, i.column or 0, i.path))
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _translate(error: jsonschema.ValidationError, source: SourceMap) -> list[Issue]:
+    path: Path_ = tuple(error.absolute_path)
+    keyword = error.validator
+    code = _CODES.get(str(keyword), "schema-invalid")
+    value = error.instance
+    name = path[-1] if path else "document"
+    if keyword == "additionalProperties":
+        allowed = error.schema.get("properties", {})
+        return [
+            source.issue(code, path + (extra,), f"unknown field `{extra}`{did_you_mean(extra, allowed)}", key=True)
+            for extra in value
+            if extra not in allowed
+        ]
+    if keyword == "required":
+        missing = [field for field in error.validator_value if field not in value]
+        return [source.issue(code, path + (field,), f"missing required field `{field}`") for field in missing]
+    if keyword == "type":
+        wanted = error.validator_value
+        wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
+        message = f"`{name}` must be of type {wanted}, got `{_show(value)}` ({_json_type(value)})"
+    elif keyword == "enum":
+        options = ", ".join(f"`{o}`" for o in error.validator_value)
+        message = f"`{_show(value)}` is not one of {options}{did_you_mean(value, map(str, error.validator_value))}"
+    elif keyword == "const":
+        message = f"`{name}` must be `{error.validator_value}`, got `{_show(value)}`"
+    elif keyword in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        relation = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[keyword]
+        message = f"`{name}` must be {relation} {error.validator_value}, got `{_show(value)}`"
+    elif keyword == "pattern":
+        message = f"`{_show(value)}` is not a valid `{name}` (must match `{error.validator_value}`)"
+    elif keyword in ("minLength", "minItems"):
+        message = f"`{name}` must not be shorter than {error.validator_value}"
+    elif keyword in ("maxLength", "maxItems"):
+        message = f"`{name}` must not be longer than {error.validator_value}"
+    elif keyword == "uniqueItems":
+        message = f"`{name}` lists the same item twice"
+    else:
+        message = error.message
+    return [source.issue(code, path, message)]
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
