@@ -1,0 +1,154 @@
+"""Assemble a decision from the rules that fired (SPEC.md section 5), or a fail-closed deny."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from .compiler import CompiledPolicy
+from .errors import Issue
+from .models import PolicyRef, ProtectionDecision, ProtectionRequest, ProtectionResult, StateChange
+from .protections import Context
+from .protections.regime_override import RegimeOverride
+from .timestamps import parse_instant
+
+APPROVED = "All protection checks passed"
+
+
+def assemble(
+    compiled: CompiledPolicy,
+    ctx: Context,
+    fact: Mapping[str, Any],
+    fired: Sequence[str],
+    *,
+    trace_id: str,
+    engine_version: str,
+    explanation: Mapping[str, Any] | None = None,
+) -> ProtectionDecision:
+    policy = compiled.policy
+    fired_set = frozenset(fired)
+    override = policy.protections.get("regime_override")
+    severity = None
+    if isinstance(override, RegimeOverride) and override.enabled and "regime_override" in policy.hierarchy:
+        severity = override.available(fired_set)
+    bypass = set(override.bypass[severity]) if severity and isinstance(override, RegimeOverride) else set()
+
+    trace: list[ProtectionResult] = []
+    blocking: list[str] = []
+    overridden: list[str] = []
+    changes: list[StateChange] = []
+    unblocks: dict[str, int | None] = {}
+    stopped_by: str | None = None
+    for priority, name in enumerate(policy.hierarchy, start=1):
+        protection = policy.protections[name]
+        rules = tuple(rule for rule in fired if rule.startswith(name + "."))
+        if stopped_by:
+            trace.append(ProtectionResult(name, priority, "skipped", f"not evaluated: {stopped_by} denied the request"))
+            continue
+        if not protection.enabled:
+            trace.append(ProtectionResult(name, priority, "skipped", "disabled in this policy"))
+            continue
+        outcome = protection.explain(ctx, fact, fired_set)
+        status = outcome.status
+        if status == "block":
+            if protection.short_circuits:
+                stopped_by, blocking = name, [name]
+            elif protection.overridable and name in bypass:
+                status = "overridden"
+                overridden.append(name)
+            else:
+                blocking.append(name)
+            unblocks[name] = outcome.unblocks_at
+        facts = dict(outcome.facts)
+        if explanation is not None:
+            facts["checks"] = explanation.get(name, [])
+        trace.append(ProtectionResult(name, priority, status, outcome.reason, facts, rules, outcome.unblocks_at))
+        changes.extend(outcome.state_changes)
+
+    approved = not blocking
+    override_applied = approved and bool(overridden)
+    override_reason = None
+    if override_applied:
+        regime = ctx.request.regime
+        moves = " to ".join(r for r in (regime.old_regime, regime.new_regime) if r) if regime else ""
+        transition = f", {moves} transition" if moves else ""
+        override_reason = "; ".join(f"regime override bypassed {name}" for name in overridden) + f" ({severity} severity{transition})"
+        changes.append(StateChange("override_used", ctx.request.asset, ctx.now, severity=severity, bypassed=tuple(overridden)))
+    times = [unblocks.get(name) for name in blocking]
+    unblocks_at = max(times) if blocking and all(t is not None for t in times) else None  # type: ignore[type-var]
+    return ProtectionDecision(
+        approved=approved,
+        reason=APPROVED if approved else f"Action blocked by: {', '.join(blocking)}",
+        blocking_systems=tuple(blocking),
+        override_applied=override_applied,
+        override_reason=override_reason,
+        unblocks_at=unblocks_at,
+        trace=tuple(trace),
+        state_changes=tuple(changes),
+        policy=policy_ref(compiled),
+        request_id=ctx.request.request_id,
+        trace_id=trace_id,
+        decision_time_ms=0.0,
+        asset=ctx.request.asset,
+        action=ctx.request.action,
+        evaluated_at=ctx.now,
+        engine_version=engine_version,
+    )
+
+
+def failed_closed(
+    compiled: CompiledPolicy,
+    reason: str,
+    issues: Sequence[Issue],
+    *,
+    request: Any,
+    trace_id: str,
+    engine_version: str,
+) -> ProtectionDecision:
+    """SPEC.md 5.8: any error or invalid request is a deny with `error` in `blocking_systems`."""
+    policy = compiled.policy
+    trace = tuple(
+        ProtectionResult(name, priority, "error", reason) for priority, name in enumerate(policy.hierarchy, start=1)
+    )
+    asset, action, request_id, evaluated_at = _salvage(request)
+    return ProtectionDecision(
+        approved=False,
+        reason=reason,
+        blocking_systems=("error",),
+        override_applied=False,
+        override_reason=None,
+        unblocks_at=None,
+        trace=trace,
+        state_changes=(),
+        policy=policy_ref(compiled),
+        request_id=request_id,
+        trace_id=trace_id,
+        decision_time_ms=0.0,
+        asset=asset,
+        action=action,
+        evaluated_at=evaluated_at,
+        engine_version=engine_version,
+        errors=tuple(issues),
+    )
+
+
+def policy_ref(compiled: CompiledPolicy) -> PolicyRef:
+    policy = compiled.policy
+    return PolicyRef(policy.name, policy.version, policy.sha256)
+
+
+def _salvage(request: Any) -> tuple[str | None, str | None, str | None, int | None]:
+    """Echo what can safely be read from a request that failed, for the audit trail."""
+    if isinstance(request, ProtectionRequest):
+        return request.asset, request.action, request.request_id, request.current_date
+    if not isinstance(request, dict):
+        return None, None, None, None
+
+    def text(key: str) -> str | None:
+        value = request.get(key)
+        return value[:128] if isinstance(value, str) else None
+
+    try:
+        when = parse_instant(request.get("current_date"))  # type: ignore[arg-type]
+    except ValueError:
+        when = None
+    return text("asset"), text("action"), text("request_id"), when

@@ -1,0 +1,155 @@
+"""The only module that imports durable-rules: a thin synchronous driver over its C API.
+
+Why not `durable.engine.Host`: it starts background dispatcher threads that race synchronous
+calls, and it is about 5x slower (shared/notes/durable-rules.md, sections 5 and 6). The traps
+this driver designs around, each pinned by tests/test_network.py:
+
+- events fire only the highest-salience match: we assert *facts*, so every match fires;
+- a fact that matches no rule (rc 1) is an error: a sentinel rule always matches, and its
+  absence from the end of the agenda is an engine failure;
+- `delete_state` on a state that never ran an action segfaults, and the 1025th live state id
+  poisons the ruleset: we never delete states; a small pool of long-lived state ids is reused
+  (assert, drain, retract), one thread per id at a time;
+- mixed-type and missing-field comparisons answer silently wrong: every fact is type-checked
+  against the compiler's declared fact types before it reaches the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from typing import Any, Mapping
+
+import durable_rules_engine as _dre
+
+from .errors import EngineFailure
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+MAX_STATES = 900  # the C engine holds at most 1024 live state ids per ruleset
+
+
+class RuleNetwork:
+    """One durable-rules ruleset handle and its pool of reusable state ids."""
+
+    def __init__(
+        self,
+        name: str,
+        ruleset_json: str,
+        *,
+        kind: str,
+        sentinel: str,
+        fact_types: Mapping[str, type],
+        max_activations: int,
+        pool_size: int = 8,
+    ):
+        self.name = name
+        self._kind = kind
+        self._sentinel = sentinel
+        self._fact_types = dict(fact_types)
+        self._max_activations = max_activations
+        self._pool_size = pool_size
+        self._free: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._in_pool = 0
+        self._created = 0
+        try:
+            self._handle = _dre.create_ruleset(name, ruleset_json)
+        except Exception as exc:  # the C extension raises bare errors with terse messages
+            raise EngineFailure(f"rule network rejected ruleset `{name}`: {_describe(exc)}") from exc
+
+    @property
+    def states_created(self) -> int:
+        return self._created
+
+    def fire(self, fact: Mapping[str, Any]) -> tuple[str, ...]:
+        """Assert `fact`, collect every rule that fired in firing order, retract it again."""
+        self._check_types(fact)
+        sid = self._acquire()
+        poisoned = True
+        try:
+            fired = self._fire(sid, fact)
+            poisoned = False
+            return fired
+        finally:
+            self._release(sid, poisoned)
+
+    def _fire(self, sid: str, fact: Mapping[str, Any]) -> tuple[str, ...]:
+        message = _encode({**fact, "sid": sid, "_kind": self._kind})
+        handle = self._handle
+        try:
+            rc, offset = _dre.assert_fact(handle, message)
+        except Exception as exc:
+            raise EngineFailure(f"rule network failed to assert the fact: {_describe(exc)}") from exc
+        if rc != 0:
+            self._retract(handle, message, rc_was=rc)
+            meaning = {1: "the fact matched no rule", 2: "the fact was already present in its state"}.get(rc, "unknown")
+            raise EngineFailure(f"rule network answered rc={rc} ({meaning})")
+        fired: list[str] = []
+        activations = 0
+        try:
+            result = _dre.start_action_for_state(handle, offset)
+            action = result[1] if result else None
+            while action is not None:
+                activations += 1
+                if activations > self._max_activations:
+                    _dre.abandon_action(handle, offset)
+                    raise EngineFailure(f"rule network fired more than {self._max_activations} activations")
+                name = action[2 : action.index('"', 2)]
+                if name not in fired:  # an OR with two true branches activates a rule twice
+                    fired.append(name)
+                action = _dre.complete_and_start_action(handle, offset)
+        except EngineFailure:
+            raise
+        except Exception as exc:
+            raise EngineFailure(f"rule network failed while firing rules: {_describe(exc)}") from exc
+        finally:
+            self._retract(handle, message)
+        if not fired or fired[-1] != self._sentinel:
+            raise EngineFailure("rule network did not complete: the sentinel rule did not fire last")
+        return tuple(fired[:-1])
+
+    def _retract(self, handle: int, message: str, rc_was: int | None = None) -> None:
+        if rc_was == 1:
+            return  # nothing was stored for a fact that matched nothing
+        try:
+            _dre.retract_fact(handle, message)
+        except Exception as exc:
+            raise EngineFailure(f"rule network failed to retract the fact: {_describe(exc)}") from exc
+
+    def _check_types(self, fact: Mapping[str, Any]) -> None:
+        for key, value in fact.items():
+            wanted = self._fact_types.get(key)
+            if wanted is None:
+                raise EngineFailure(f"fact field `{key}` is not declared to the rule network")
+            if type(value) is not wanted and not (wanted is float and type(value) is int):
+                raise EngineFailure(f"fact field `{key}` is {type(value).__name__}, the rules expect {wanted.__name__}")
+
+    def _acquire(self) -> str:
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if self._in_pool < self._pool_size:
+                if self._created >= MAX_STATES:
+                    raise EngineFailure("rule network has used up its state ids; restart the process")
+                self._in_pool += 1
+                self._created += 1
+                return f"s{self._created}"
+        return self._free.get()
+
+    def _release(self, sid: str, poisoned: bool) -> None:
+        if not poisoned:
+            self._free.put(sid)
+            return
+        # A state that failed mid-request may hold a lease or a stray fact: never reuse it,
+        # never delete it (that can crash the process); a fresh id takes its place.
+        with self._lock:
+            self._in_pool -= 1
+
+
+def _describe(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
