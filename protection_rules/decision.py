@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from .compiler import CompiledPolicy
-from .errors import Issue
+from .errors import EXIT_APPROVED, EXIT_DENIED, EXIT_INTERNAL, EXIT_INVALID_INPUT, Issue
 from .models import PolicyRef, ProtectionDecision, ProtectionRequest, ProtectionResult, StateChange
 from .protections import Context
 from .protections.regime_override import RegimeOverride
 from .timestamps import parse_instant
 
 APPROVED = "All protection checks passed"
+INTERNAL_CODES = frozenset({"engine-failure", "internal-error"})
 
 
 def assemble(
@@ -129,6 +130,18 @@ def failed_closed(
         engine_version=engine_version,
         errors=tuple(issues),
     )
+
+
+def exit_code(decisions: Sequence[ProtectionDecision]) -> int:
+    """0 all approved, 1 any denied, 3 any invalid input, 4 any internal failure (worst wins)."""
+    code = EXIT_APPROVED
+    for decision in decisions:
+        if decision.approved:
+            continue
+        if any(issue.code in INTERNAL_CODES for issue in decision.errors):
+            return EXIT_INTERNAL
+        code = max(code, EXIT_INVALID_INPUT if decision.errors else EXIT_DENIED)
+    return code
 
 
 def policy_ref(compiled: CompiledPolicy) -> PolicyRef:

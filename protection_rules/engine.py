@@ -6,7 +6,7 @@ import dataclasses
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import __version__
 from .compiler import FACT_KIND, SENTINEL, CompiledPolicy, compile_policy
@@ -80,6 +80,12 @@ class Engine:
     def evaluate_many(self, requests: Iterable[ProtectionRequest | Mapping[str, Any]], *, explain: bool = False) -> list[ProtectionDecision]:
         """Decide a batch; one decision per request, in the same order."""
         return [self.evaluate(request, explain=explain) for request in requests]
+
+    def reject(self, issues: Sequence[Issue], *, source: str | None = None) -> ProtectionDecision:
+        """The fail-closed decision for input that could not even be parsed (a bad JSON line)."""
+        first = issues[0] if issues else None
+        reason = f"Request invalid: {first.path}: {first.message}" if first else "Request invalid"
+        return self._failed(reason, issues, None, self._new_id())
 
     def _decide(self, request: Any, *, explain: bool, source: str | None, trace_id: str) -> ProtectionDecision:
         if isinstance(request, ProtectionRequest):

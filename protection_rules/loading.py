@@ -223,3 +223,46 @@ def load_json(text: str, name: str, *, line_offset: int = 0) -> Any:
         raise DocumentInvalid([Issue("json-syntax", "$", f"json: {exc}", name, line_offset + 1 if line_offset else None)]) from None
     except RecursionError:
         raise DocumentInvalid([Issue("json-syntax", "$", "json: nested too deeply", name)]) from None
+
+
+# ------------------------------------------------------------------------------ request input
+
+
+@dataclass(frozen=True)
+class RequestDocument:
+    """One request read from a file or stream: its data, or why it could not be parsed."""
+
+    label: str
+    data: Any = None
+    issues: tuple[Issue, ...] = ()
+
+
+def read_requests(text: str, name: str, *, lines: bool | None = None) -> list[RequestDocument]:
+    """Split `.json` (one request) or `.jsonl` (one per line) input into documents.
+
+    `lines=None` guesses, for standard input: a text that parses as one JSON value is one
+    request, anything else is read line by line. A bad line becomes a document with issues,
+    so one broken line never stops a batch.
+    """
+    if lines is None:
+        try:
+            return [RequestDocument(name, load_json(text, name))]
+        except DocumentInvalid:
+            lines = True
+    if not lines:
+        try:
+            return [RequestDocument(name, load_json(text, name))]
+        except DocumentInvalid as exc:
+            return [RequestDocument(name, issues=tuple(exc.issues))]
+    documents = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        label = f"{name}:{number}"
+        try:
+            documents.append(RequestDocument(label, load_json(line, name, line_offset=number - 1)))
+        except DocumentInvalid as exc:
+            documents.append(RequestDocument(label, issues=tuple(exc.issues)))
+    if not documents:
+        documents.append(RequestDocument(name, issues=(Issue("file-empty", "$", "no requests in the input", name),)))
+    return documents

@@ -78,7 +78,7 @@ class GracePeriod(Protection):
         original = grace.original_size if grace and grace.original_size is not None else ctx.request.current_size
         if original is not None and (grace or "grace_period.starts" in fired):
             factor = max(self.decay_rate ** (elapsed // MICROS_PER_DAY), self.min_decay_factor)
-            shown["advised_size"] = original * factor
+            shown["advised_size"] = round(original * factor, 10)
         changes = self._state_changes(ctx, fired)
         blocked = fired & {f"{self.name}.block.failing", f"{self.name}.block.carried"}
         if blocked:
@@ -86,10 +86,10 @@ class GracePeriod(Protection):
             why = (
                 f"score {score:g} is below {self.score_threshold:g}" if score is not None else "no current score; grace carried from state"
             )
+            where = f"in grace for {format_duration(elapsed)} of {self.days} days" if grace else f"a {self.days}-day grace period starts now"
             return Outcome(
                 "block",
-                f"in grace for {format_duration(elapsed)} of {self.days} days ({why}); "
-                f"`{ctx.request.action}` allowed from {format_instant(end)}",
+                f"{where} ({why}); `{ctx.request.action}` allowed from {format_instant(end)}",
                 shown,
                 unblocks_at=end,
                 state_changes=changes,

@@ -1,0 +1,60 @@
+"""Render decisions and validation results for people (text) and machines (JSON)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+import click
+
+from .errors import Issue
+from .models import ProtectionDecision
+from .timestamps import format_instant
+
+_STATUS_COLOUR = {
+    "pass": "green",
+    "block": "red",
+    "overridden": "yellow",
+    "skipped": "bright_black",
+    "not_applicable": "bright_black",
+    "error": "red",
+}
+
+
+def decision_json(decision: ProtectionDecision, *, indent: int | None = None) -> str:
+    return json.dumps(decision.to_dict(), indent=indent, ensure_ascii=False, allow_nan=False)
+
+
+def decision_text(decision: ProtectionDecision, *, label: str | None = None) -> str:
+    """A verdict line, then one row per protection: priority, name, status, reason."""
+    verdict = click.style("APPROVED", fg="green", bold=True) if decision.approved else click.style("DENIED", fg="red", bold=True)
+    subject = " ".join(part for part in (decision.action, decision.asset) if part) or "request"
+    when = f" at {format_instant(decision.evaluated_at)}" if decision.evaluated_at is not None else ""
+    head = f"{label}: " if label else ""
+    lines = [f"{head}{verdict}  {subject}{when}  ({decision.reason})"]
+    if decision.override_reason:
+        lines.append(f"  override: {decision.override_reason}")
+    if not decision.approved and decision.unblocks_at is not None:
+        lines.append(f"  unblocks at: {format_instant(decision.unblocks_at)}")
+    width = max((len(entry.system) for entry in decision.trace), default=0)
+    for entry in decision.trace:
+        status = click.style(f"{entry.status:<14}", fg=_STATUS_COLOUR.get(entry.status))
+        lines.append(f"  {entry.priority}  {entry.system:<{width}}  {status} {entry.reason}")
+        for check in entry.facts.get("checks", []) if isinstance(entry.facts, dict) else []:
+            mark = "fired" if check["fired"] else "quiet"
+            conditions = ", ".join(
+                f"{c['condition']} [{'yes' if c['held'] else 'no'}: {c['value']!r}]" for c in check["conditions"]
+            )
+            lines.append(f"       {mark:<5} {check['rule']}: {conditions}")
+    for issue in decision.errors:
+        lines.append(f"  error: {issue}")
+    lines.append(f"  policy {decision.policy.name} {decision.policy.version} ({decision.policy.sha256[:12]})  trace {decision.trace_id}")
+    return "\n".join(lines)
+
+
+def issues_text(issues: Iterable[Issue]) -> str:
+    return "\n".join(str(issue) for issue in issues)
+
+
+def to_json_line(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, allow_nan=False)
