@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Mapping, Sequence
 
 from .compiler import CompiledPolicy
@@ -24,6 +25,7 @@ def assemble(
     trace_id: str,
     engine_version: str,
     explanation: Mapping[str, Any] | None = None,
+    started: float,
 ) -> ProtectionDecision:
     policy = compiled.policy
     fired_set = frozenset(fired)
@@ -88,7 +90,7 @@ def assemble(
         policy=policy_ref(compiled),
         request_id=ctx.request.request_id,
         trace_id=trace_id,
-        decision_time_ms=0.0,
+        decision_time_ms=elapsed_ms(started),
         asset=ctx.request.asset,
         action=ctx.request.action,
         evaluated_at=ctx.now,
@@ -104,6 +106,7 @@ def failed_closed(
     request: Any,
     trace_id: str,
     engine_version: str,
+    started: float,
 ) -> ProtectionDecision:
     """SPEC.md 5.8: any error or invalid request is a deny with `error` in `blocking_systems`."""
     policy = compiled.policy
@@ -123,7 +126,7 @@ def failed_closed(
         policy=policy_ref(compiled),
         request_id=request_id,
         trace_id=trace_id,
-        decision_time_ms=0.0,
+        decision_time_ms=elapsed_ms(started),
         asset=asset,
         action=action,
         evaluated_at=evaluated_at,
@@ -142,6 +145,10 @@ def exit_code(decisions: Sequence[ProtectionDecision]) -> int:
             return EXIT_INTERNAL
         code = max(code, EXIT_INVALID_INPUT if decision.errors else EXIT_DENIED)
     return code
+
+
+def elapsed_ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000.0, 4)
 
 
 def policy_ref(compiled: CompiledPolicy) -> PolicyRef:

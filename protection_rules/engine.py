@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
 from pathlib import Path
@@ -64,18 +63,16 @@ class Engine:
         started = time.perf_counter()
         trace_id = self._new_id()
         try:
-            decision = self._decide(request, explain=explain, source=source, trace_id=trace_id)
+            return self._decide(request, explain=explain, source=source, trace_id=trace_id, started=started)
         except RequestInvalid as exc:
-            first = exc.issues[0] if exc.issues else None
-            reason = f"Request invalid: {first.path}: {first.message}" if first else "Request invalid"
-            decision = self._failed(reason, exc.issues, request, trace_id)
+            return self._failed(_invalid_reason(exc.issues), exc.issues, request, trace_id, started)
         except EngineFailure as exc:
-            decision = self._failed(f"Engine error: {exc}", [Issue("engine-failure", "$", str(exc), source)], request, trace_id)
+            issue = Issue("engine-failure", "$", str(exc), source)
+            return self._failed(f"Engine error: {exc}", [issue], request, trace_id, started)
         except Exception as exc:  # noqa: BLE001 - the fail-closed boundary: no error is an approval
             message = f"{type(exc).__name__}: {exc}"
-            decision = self._failed(f"Internal error: {message}", [Issue("internal-error", "$", message, source)], request, trace_id)
-        elapsed = (time.perf_counter() - started) * 1000.0
-        return dataclasses.replace(decision, decision_time_ms=round(elapsed, 4))
+            issue = Issue("internal-error", "$", message, source)
+            return self._failed(f"Internal error: {message}", [issue], request, trace_id, started)
 
     def evaluate_many(self, requests: Iterable[ProtectionRequest | Mapping[str, Any]], *, explain: bool = False) -> list[ProtectionDecision]:
         """Decide a batch; one decision per request, in the same order."""
@@ -83,11 +80,9 @@ class Engine:
 
     def reject(self, issues: Sequence[Issue], *, source: str | None = None) -> ProtectionDecision:
         """The fail-closed decision for input that could not even be parsed (a bad JSON line)."""
-        first = issues[0] if issues else None
-        reason = f"Request invalid: {first.path}: {first.message}" if first else "Request invalid"
-        return self._failed(reason, issues, None, self._new_id())
+        return self._failed(_invalid_reason(issues), issues, None, self._new_id(), time.perf_counter())
 
-    def _decide(self, request: Any, *, explain: bool, source: str | None, trace_id: str) -> ProtectionDecision:
+    def _decide(self, request: Any, *, explain: bool, source: str | None, trace_id: str, started: float) -> ProtectionDecision:
         if isinstance(request, ProtectionRequest):
             # re-validate typed requests too: a hand-built object must not skip the checks
             request = request.to_dict()
@@ -106,7 +101,15 @@ class Engine:
             trace_id=trace_id,
             engine_version=__version__,
             explanation=self.compiled.explain(fact) if explain else None,
+            started=started,
         )
 
-    def _failed(self, reason: str, issues: Any, request: Any, trace_id: str) -> ProtectionDecision:
-        return failed_closed(self.compiled, reason, issues, request=request, trace_id=trace_id, engine_version=__version__)
+    def _failed(self, reason: str, issues: Any, request: Any, trace_id: str, started: float) -> ProtectionDecision:
+        return failed_closed(
+            self.compiled, reason, issues, request=request, trace_id=trace_id, engine_version=__version__, started=started
+        )
+
+
+def _invalid_reason(issues: Sequence[Issue]) -> str:
+    first = issues[0] if issues else None
+    return f"Request invalid: {first.path}: {first.message}" if first else "Request invalid"

@@ -89,9 +89,12 @@ def semantic_issues(data: Mapping[str, Any], source: SourceMap) -> list[Issue]:
                     key=True,
                 )
             )
+    # A misspelt hierarchy entry is reported by the schema (with a did-you-mean); checks that
+    # read the hierarchy would only echo it as more errors, so they wait for a clean hierarchy.
+    trusted = isinstance(raw_hierarchy, list) and all(h in REGISTRY for h in raw_hierarchy)
     for name, block in blocks.items():
         enabled = isinstance(block, dict) and block.get("enabled") is True
-        if name in REGISTRY and enabled and name not in hierarchy:
+        if trusted and name in REGISTRY and enabled and name not in hierarchy:
             issues.append(
                 source.issue(
                     "hierarchy-missing",
@@ -101,7 +104,8 @@ def semantic_issues(data: Mapping[str, Any], source: SourceMap) -> list[Issue]:
                 )
             )
 
-    issues.extend(_bypass_issues(hierarchy, blocks.get("regime_override"), source))
+    if trusted:
+        issues.extend(_bypass_issues(hierarchy, blocks.get("regime_override"), source))
 
     holding = blocks.get("holding_period")
     if isinstance(holding, dict):

@@ -21,6 +21,7 @@ _SHAPE = re.compile(
 TIMESTAMP_PATTERN = "^" + _SHAPE.pattern + "$"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
 
 
 def parse_instant(text: str) -> int:
@@ -43,11 +44,7 @@ def parse_instant(text: str) -> int:
 
 def format_instant(micros: int) -> str:
     """Render epoch microseconds as `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`."""
-    moment = _EPOCH + timedelta(microseconds=micros)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if moment.microsecond:
-        text += f".{moment.microsecond:06d}"
-    return text + "Z"
+    return (_EPOCH_NAIVE + timedelta(microseconds=micros)).isoformat() + "Z"
 
 
 def days(count: int | float) -> int:

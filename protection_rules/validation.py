@@ -73,7 +73,13 @@ def _translate(error: jsonschema.ValidationError, source: SourceMap) -> list[Iss
         ]
     if keyword == "required":
         missing = [field for field in error.validator_value if field not in value]
-        return [source.issue(code, path + (field,), f"missing required field `{field}`") for field in missing]
+        # a misspelt key is reported once, as an unknown field with a did-you-mean
+        extras = [key for key in value if key not in error.schema.get("properties", {})]
+        return [
+            source.issue(code, path + (field,), f"missing required field `{field}`")
+            for field in missing
+            if not difflib.get_close_matches(field, extras, n=1, cutoff=0.6)
+        ]
     if keyword == "type":
         wanted = error.validator_value
         wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
