@@ -13,7 +13,7 @@ from .protections.regime_override import RegimeOverride
 from .timestamps import parse_instant
 
 APPROVED = "All protection checks passed"
-INTERNAL_CODES = frozenset({"engine-failure", "internal-error"})
+INTERNAL_CODES = frozenset({"engine-failure", "internal-error", "state-error", "audit-error"})
 
 
 def assemble(
@@ -23,6 +23,7 @@ def assemble(
     fired: Sequence[str],
     *,
     trace_id: str,
+    decision_id: str,
     engine_version: str,
     explanation: Mapping[str, Any] | None = None,
     started: float,
@@ -95,6 +96,8 @@ def assemble(
         action=ctx.request.action,
         evaluated_at=ctx.now,
         engine_version=engine_version,
+        decision_id=decision_id,
+        state_source=ctx.state_source,
     )
 
 
@@ -105,6 +108,7 @@ def failed_closed(
     *,
     request: Any,
     trace_id: str,
+    decision_id: str,
     engine_version: str,
     started: float,
 ) -> ProtectionDecision:
@@ -131,6 +135,7 @@ def failed_closed(
         action=action,
         evaluated_at=evaluated_at,
         engine_version=engine_version,
+        decision_id=decision_id,
         errors=tuple(issues),
     )
 

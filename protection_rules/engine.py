@@ -2,31 +2,56 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Sequence
 
 from . import __version__
 from .compiler import FACT_KIND, SENTINEL, CompiledPolicy, compile_policy
 from .decision import assemble, failed_closed
-from .errors import EngineFailure, Issue, RequestInvalid
+from .errors import AuditError, EngineFailure, InputInvalid, Issue, RequestInvalid, StateError
 from .facts import enrich, resolve_context
-from .models import ProtectionDecision, ProtectionRequest
+from .loading import RequestDocument, SourceMap
+from .models import ProtectionDecision, ProtectionRequest, chronology_issues
 from .network import RuleNetwork
 from .policy import Policy, load_policy
+from .protections import Context
 from .resources import default_policy_path
+from .state import StateStore
+from .timestamps import parse_instant
+from .validation import schema_issues
+
+if TYPE_CHECKING:
+    from .audit import AuditSink
+
+
+class DecisionInvalid(InputInvalid):
+    kind = "decision"
 
 
 class Engine:
     """Decides requests under one compiled policy. Safe to share between threads.
 
     Several engines (several policy versions) live side by side in one process: each owns
-    its own rule network, named after the policy's content hash.
+    its own rule network, named after the policy's content hash. With a `state` store,
+    requests without a `state` object read the asset's state from it; with an `audit` sink,
+    every decision is recorded before it is returned, and one that cannot be recorded is a deny.
     """
 
-    def __init__(self, compiled: CompiledPolicy, *, new_id: Callable[[], str] | None = None):
+    def __init__(
+        self,
+        compiled: CompiledPolicy,
+        *,
+        state: StateStore | None = None,
+        audit: AuditSink | None = None,
+        new_id: Callable[[], str] | None = None,
+    ):
         self.compiled = compiled
+        self.state = state
+        self.audit = audit
         self._protections = compiled.enabled_protections()
         self._new_id = new_id or (lambda: uuid.uuid4().hex)
         self._network = RuleNetwork(
@@ -52,6 +77,8 @@ class Engine:
     def policy(self) -> Policy:
         return self.compiled.policy
 
+    # ------------------------------------------------------------------------------ deciding
+
     def evaluate(
         self,
         request: ProtectionRequest | Mapping[str, Any],
@@ -60,54 +87,194 @@ class Engine:
         source: str | None = None,
     ) -> ProtectionDecision:
         """Decide one request. Never raises for bad input: an invalid request is a deny."""
-        started = time.perf_counter()
+        return self._recorded([self._evaluate(request, explain=explain, source=source, trace_id=self._new_id())])[0]
+
+    def evaluate_many(
+        self,
+        requests: Iterable[ProtectionRequest | Mapping[str, Any]],
+        *,
+        explain: bool = False,
+        sources: Sequence[str] | None = None,
+    ) -> list[ProtectionDecision]:
+        """Decide a batch: one decision per request, same order, one trace id, one audit write."""
         trace_id = self._new_id()
+        items = list(requests)
+        labels = list(sources) if sources is not None else [None] * len(items)
+        return self._recorded(
+            [self._evaluate(r, explain=explain, source=s, trace_id=trace_id) for r, s in zip(items, labels)]
+        )
+
+    def evaluate_documents(self, documents: Sequence[RequestDocument], *, explain: bool = False) -> list[ProtectionDecision]:
+        """Decide requests read from a file or stream, parsed or not: one audit write for all."""
+        trace_id = self._new_id()
+        return self._recorded(
+            [
+                self._rejection(doc.issues, raw=doc.raw, trace_id=trace_id)
+                if doc.issues
+                else self._evaluate(doc.data, explain=explain, source=doc.label, trace_id=trace_id)
+                for doc in documents
+            ]
+        )
+
+    def _rejection(self, issues: Sequence[Issue], *, raw: str | None, trace_id: str) -> _Evaluated:
+        started = time.perf_counter()
+        decision = self._failed(_invalid_reason(issues), issues, None, trace_id, started)
+        return _Evaluated(decision, {"unparsed": raw} if raw is not None else None, None)
+
+    def _evaluate(self, request: Any, *, explain: bool, source: str | None, trace_id: str) -> _Evaluated:
+        started = time.perf_counter()
+        received = _as_received(request)
         try:
-            return self._decide(request, explain=explain, source=source, trace_id=trace_id, started=started)
+            decision, ctx = self._decide(request, explain=explain, source=source, trace_id=trace_id, started=started)
+            return _Evaluated(decision, received, ctx)
         except RequestInvalid as exc:
-            return self._failed(_invalid_reason(exc.issues), exc.issues, request, trace_id, started)
+            decision = self._failed(_invalid_reason(exc.issues), exc.issues, request, trace_id, started)
         except EngineFailure as exc:
             issue = Issue("engine-failure", "$", str(exc), source)
-            return self._failed(f"Engine error: {exc}", [issue], request, trace_id, started)
+            decision = self._failed(f"Engine error: {exc}", [issue], request, trace_id, started)
+        except StateError as exc:
+            issue = Issue("state-error", "$", str(exc), source)
+            decision = self._failed(f"State store error: {exc}", [issue], request, trace_id, started)
         except Exception as exc:  # noqa: BLE001 - the fail-closed boundary: no error is an approval
             message = f"{type(exc).__name__}: {exc}"
             issue = Issue("internal-error", "$", message, source)
-            return self._failed(f"Internal error: {message}", [issue], request, trace_id, started)
+            decision = self._failed(f"Internal error: {message}", [issue], request, trace_id, started)
+        return _Evaluated(decision, received, None)
 
-    def evaluate_many(self, requests: Iterable[ProtectionRequest | Mapping[str, Any]], *, explain: bool = False) -> list[ProtectionDecision]:
-        """Decide a batch; one decision per request, in the same order."""
-        return [self.evaluate(request, explain=explain) for request in requests]
-
-    def reject(self, issues: Sequence[Issue], *, source: str | None = None) -> ProtectionDecision:
-        """The fail-closed decision for input that could not even be parsed (a bad JSON line)."""
-        return self._failed(_invalid_reason(issues), issues, None, self._new_id(), time.perf_counter())
-
-    def _decide(self, request: Any, *, explain: bool, source: str | None, trace_id: str, started: float) -> ProtectionDecision:
+    def _decide(
+        self, request: Any, *, explain: bool, source: str | None, trace_id: str, started: float
+    ) -> tuple[ProtectionDecision, Context]:
         if isinstance(request, ProtectionRequest):
             # re-validate typed requests too: a hand-built object must not skip the checks
             request = request.to_dict()
         parsed = ProtectionRequest.from_dict(request, source=source)
-        ctx = resolve_context(parsed)
+        stored = None
+        if parsed.state is None and self.state is not None:
+            stored = self.state.load(parsed.asset)
+            if stored is not None:
+                # SPEC.md section 2 holds for stored state too: a stored instant after
+                # `current_date` is a bad request, not a silent pass
+                issues = chronology_issues(dataclasses.replace(parsed, state=stored), f"state store {self.state.path}")
+                if issues:
+                    raise RequestInvalid(issues)
+        ctx = resolve_context(parsed, stored)
         fact = enrich(self._protections, ctx)
         fired = self._network.fire(fact)
         expected = self.compiled.expected(fact)
         if fired != expected:
             raise EngineFailure(f"rule network fired {list(fired)} but the policy's conditions give {list(expected)}")
-        return assemble(
+        decision = assemble(
             self.compiled,
             ctx,
             fact,
             fired,
             trace_id=trace_id,
+            decision_id=self._new_id(),
             engine_version=__version__,
             explanation=self.compiled.explain(fact) if explain else None,
             started=started,
         )
+        return decision, ctx
 
     def _failed(self, reason: str, issues: Any, request: Any, trace_id: str, started: float) -> ProtectionDecision:
         return failed_closed(
-            self.compiled, reason, issues, request=request, trace_id=trace_id, engine_version=__version__, started=started
+            self.compiled,
+            reason,
+            issues,
+            request=request,
+            trace_id=trace_id,
+            decision_id=self._new_id(),
+            engine_version=__version__,
+            started=started,
         )
+
+    # ------------------------------------------------------------------------------ recording
+
+    def _recorded(self, evaluated: list[_Evaluated]) -> list[ProtectionDecision]:
+        """Write the batch's audit records in one go; if that fails, every decision is a deny."""
+        if self.audit is None:
+            return [item.decision for item in evaluated]
+        try:
+            self.audit.append([item.record() for item in evaluated])
+        except (AuditError, OSError, ValueError, TypeError) as exc:
+            message = f"the decision could not be recorded in the audit trail: {exc}"
+            return [
+                self._failed(
+                    f"Audit error: {message}",
+                    [Issue("audit-error", "$", message, getattr(self.audit, "path", None))],
+                    item.received,
+                    item.decision.trace_id,
+                    time.perf_counter(),
+                )
+                for item in evaluated
+            ]
+        return [item.decision for item in evaluated]
+
+    # ------------------------------------------------------------------------------ state
+
+    def commit(self, decision: ProtectionDecision | Mapping[str, Any]) -> bool:
+        """Apply a decision's state changes (after the order executed); idempotent by decision id.
+
+        Returns False when this decision was already committed. Raises `StateError` without a
+        store, `DecisionInvalid` for a decision document that does not validate.
+        """
+        if self.state is None:
+            raise StateError("no state store configured: pass state=... or --state PATH")
+        if not isinstance(decision, ProtectionDecision):
+            issues = schema_issues("decision", decision, SourceMap(None)) if isinstance(decision, dict) else [
+                Issue("schema-type", "$", "a decision must be a JSON object")
+            ]
+            if issues:
+                raise DecisionInvalid(issues)
+            decision = ProtectionDecision.from_dict(decision)
+        return self.state.apply(decision, decision.decision_id)
+
+    def record_execution(self, asset: str, kind: Literal["open", "close"], at: int | str, size: float | None = None) -> None:
+        """Record an executed open or close (a close also ends the asset's grace period)."""
+        if self.state is None:
+            raise StateError("no state store configured: pass state=... or --state PATH")
+        when = parse_instant(at) if isinstance(at, str) else at
+        self.state.record_execution(asset, kind, when, size)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Evaluated:
+    decision: ProtectionDecision
+    received: Any
+    ctx: Context | None
+
+    def record(self) -> dict[str, Any]:
+        """The audit record: enough to replay the decision exactly (request + state + policy)."""
+        decision = self.decision
+        state = self.ctx.state.to_dict() if self.ctx is not None and self.ctx.state_source != "none" else None
+        return {
+            "decision_id": decision.decision_id,
+            "trace_id": decision.trace_id,
+            "evaluated_at": decision.to_dict()["evaluated_at"],
+            "asset": decision.asset,
+            "action": decision.action,
+            "decision": decision.decision,
+            "blocking_systems": list(decision.blocking_systems),
+            "override_applied": decision.override_applied,
+            "policy": decision.policy.to_dict(),
+            "engine_version": decision.engine_version,
+            "request": self.received,
+            "state": state,
+            "state_source": decision.state_source,
+            "decision_record": decision.to_dict(),
+            "decision_time_ms": decision.decision_time_ms,
+        }
+
+
+def _as_received(request: Any) -> Any:
+    """The request as JSON for the audit trail; what cannot be JSON is kept as its repr."""
+    if isinstance(request, ProtectionRequest):
+        return request.to_dict()
+    try:
+        json.dumps(request, allow_nan=False)
+        return request
+    except (TypeError, ValueError):
+        return {"unparsed": repr(request)[:100_000]}
 
 
 def _invalid_reason(issues: Sequence[Issue]) -> str:

@@ -235,6 +235,7 @@ class RequestDocument:
     label: str
     data: Any = None
     issues: tuple[Issue, ...] = ()
+    raw: str | None = None
 
 
 def read_requests(text: str, name: str, *, lines: bool | None = None) -> list[RequestDocument]:
@@ -253,7 +254,7 @@ def read_requests(text: str, name: str, *, lines: bool | None = None) -> list[Re
         try:
             return [RequestDocument(name, load_json(text, name))]
         except DocumentInvalid as exc:
-            return [RequestDocument(name, issues=tuple(exc.issues))]
+            return [RequestDocument(name, issues=tuple(exc.issues), raw=text[:100_000])]
     documents = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -262,7 +263,7 @@ def read_requests(text: str, name: str, *, lines: bool | None = None) -> list[Re
         try:
             documents.append(RequestDocument(label, load_json(line, name, line_offset=number - 1)))
         except DocumentInvalid as exc:
-            documents.append(RequestDocument(label, issues=tuple(exc.issues)))
+            documents.append(RequestDocument(label, issues=tuple(exc.issues), raw=line[:100_000]))
     if not documents:
         documents.append(RequestDocument(name, issues=(Issue("file-empty", "$", "no requests in the input", name),)))
     return documents

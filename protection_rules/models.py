@@ -162,7 +162,7 @@ class ProtectionRequest:
             state=None if state is None else _parse_state(state, at),
             **{name: data.get(name) for name in _OPTIONAL_NUMBERS},
         )
-        issues = bad or _number_issues(data, source) or _chronology_issues(request, source)
+        issues = bad or _number_issues(data, source) or chronology_issues(request, source)
         if issues:
             raise RequestInvalid(issues)
         return request
@@ -288,6 +288,8 @@ class ProtectionDecision:
     action: str | None
     evaluated_at: Instant | None
     engine_version: str
+    decision_id: str
+    state_source: Literal["request", "store", "none"] | None = None
     errors: tuple[Issue, ...] = ()
 
     @property
@@ -306,9 +308,11 @@ class ProtectionDecision:
             "trace": [entry.to_dict() for entry in self.trace],
             "state_changes": [change.to_dict() for change in self.state_changes],
             "policy": self.policy.to_dict(),
+            "decision_id": self.decision_id,
             "request_id": self.request_id,
             "trace_id": self.trace_id,
             "decision_time_ms": self.decision_time_ms,
+            "state_source": self.state_source,
             "asset": self.asset,
             "action": self.action,
             "evaluated_at": _fmt(self.evaluated_at),
@@ -338,6 +342,8 @@ class ProtectionDecision:
             action=data.get("action"),
             evaluated_at=_at(data.get("evaluated_at")),
             engine_version=data["engine_version"],
+            decision_id=data["decision_id"],
+            state_source=data.get("state_source"),
             errors=tuple(Issue(**issue) for issue in data.get("errors") or ()),
         )
 
@@ -413,7 +419,7 @@ def _number_issues(data: Mapping[str, Any], source: str | None) -> list[Issue]:
     return issues
 
 
-def _chronology_issues(request: ProtectionRequest, source: str | None) -> list[Issue]:
+def chronology_issues(request: ProtectionRequest, source: str | None) -> list[Issue]:
     """SPEC.md section 2: every instant but `current_date` and `expires_at` must not be after now."""
     now = request.current_date
     stamps: list[tuple[str, Instant | None]] = [("$.position_entry_date", request.position_entry_date)]

@@ -32,6 +32,8 @@ def decision_text(decision: ProtectionDecision, *, label: str | None = None) -> 
     when = f" at {format_instant(decision.evaluated_at)}" if decision.evaluated_at is not None else ""
     head = f"{label}: " if label else ""
     lines = [f"{head}{verdict}  {subject}{when}  ({decision.reason})"]
+    if decision.state_source == "store":
+        lines.append("  state: read from the state store")
     if decision.override_reason:
         lines.append(f"  override: {decision.override_reason}")
     if not decision.approved and decision.unblocks_at is not None:

@@ -6,6 +6,7 @@ import click
 
 from .. import __version__
 from .evaluate import evaluate
+from .state import commit, state
 from .validate import validate
 
 EXIT_CODES_HELP = """\b
@@ -25,6 +26,8 @@ def cli() -> None:
 
 cli.add_command(validate)
 cli.add_command(evaluate)
+cli.add_command(commit)
+cli.add_command(state)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""`protect evaluate`: decide one request or a batch, print the decisions, exit by verdict."""
+"""`protect evaluate`: decide one request or a batch, record them, print them, exit by verdict."""
 
 from __future__ import annotations
 
@@ -8,70 +8,69 @@ from pathlib import Path
 import click
 
 from ..decision import exit_code
-from ..engine import Engine
-from ..errors import EXIT_INVALID_INPUT, PolicyInvalid
-from ..loading import DocumentInvalid, read_requests, read_text
-from ..reporting import decision_json, decision_text, issues_text
-from ..resources import default_policy_path
+from ..loading import DocumentInvalid, RequestDocument, read_requests, read_text
+from ..reporting import decision_json, decision_text
 from ..timestamps import format_instant, parse_instant
+from .options import audit_options, build_engine, open_sink, open_store, policy_option, state_option
 
 
 @click.command()
 @click.argument("request", type=click.Path(allow_dash=True))
-@click.option("--policy", "policy_path", type=click.Path(), default=None, help="Policy YAML. [default: the shipped default policy]")
+@policy_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--now", default=None, metavar="ISO", help="Evaluate as of this instant, replacing each request's current_date.")
 @click.option("--explain", is_flag=True, help="Show every rule's conditions, the values seen and whether they held.")
-@click.option("--no-audit", is_flag=True, help="Do not write the audit trail (accepted now; the audit trail comes next).")
-def evaluate(request: str, policy_path: str | None, fmt: str, now: str | None, explain: bool, no_audit: bool) -> None:
+@state_option
+@click.option("--no-state", is_flag=True, help="Ignore the state store: use only the state inside each request.")
+@audit_options
+def evaluate(request, policy_path, fmt, now, explain, state_path, no_state, audit_path, no_audit) -> None:
     """Decide REQUEST: a .json file (one request), a .jsonl file (one per line) or - (stdin).
 
+    A request without a `state` object reads the asset's state from the state store. Every
+    decision is recorded in the audit trail first; one that cannot be recorded is a deny.
     Exit 0 when all are approved, 1 when any is denied, 3 when any input is invalid,
-    4 on an internal failure.
+    4 on an internal failure (including an audit trail that cannot be written).
 
     \b
     Example:
       protect evaluate examples/requests/holding_close.json
-      protect evaluate --format json batch.jsonl
-      cat request.json | protect evaluate -
+      protect evaluate --format json --audit audit.sqlite batch.jsonl
+      cat request.json | protect evaluate --no-audit -
     """
     if now is not None:
         try:
             now = format_instant(parse_instant(now))
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--now") from None
-    try:
-        engine = Engine.from_policy(policy_path or default_policy_path())
-    except PolicyInvalid as exc:
-        click.echo(issues_text(exc.issues), err=True)
-        raise SystemExit(EXIT_INVALID_INPUT) from None
     name = "<stdin>" if request == "-" else request
     try:
         text = sys.stdin.read() if request == "-" else read_text(request)
+        documents = read_requests(text, name, lines=None if request == "-" else Path(request).suffix.lower() == ".jsonl")
     except DocumentInvalid as exc:
         if any(issue.code == "file-not-found" for issue in exc.issues):
             raise click.UsageError(f"{request}: no such file") from None
-        text = None
-        documents = []
-        decisions = [engine.reject(exc.issues, source=name)]
-    if text is not None:
-        lines = None if request == "-" else Path(request).suffix.lower() == ".jsonl"
-        documents = read_requests(text, name, lines=lines)
-        decisions = []
-        for document in documents:
-            data = document.data
-            if isinstance(data, dict) and now is not None:
-                data = {**data, "current_date": now}
-            decisions.append(
-                engine.reject(document.issues, source=document.label)
-                if document.issues
-                else engine.evaluate(data, explain=explain, source=document.label)
-            )
-    batch = len(decisions) > 1 or (documents and documents[0].label != name)
-    for index, decision in enumerate(decisions):
+        documents = [RequestDocument(name, issues=tuple(exc.issues))]
+    if now is not None:
+        documents = [_with_now(doc, now) for doc in documents]
+    store = None if no_state else open_store(state_path, for_writing=False)
+    sink = open_sink(audit_path, no_audit)
+    try:
+        engine = build_engine(policy_path, state=store, audit=sink)
+        decisions = engine.evaluate_documents(documents, explain=explain)
+    finally:
+        for resource in (store, sink):
+            if resource is not None:
+                resource.close()
+    batch = len(documents) > 1 or documents[0].label != name
+    for document, decision in zip(documents, decisions):
         if fmt == "json":
             click.echo(decision_json(decision, indent=None if batch else 2))
         else:
-            click.echo(decision_text(decision, label=documents[index].label if batch and documents else None))
+            click.echo(decision_text(decision, label=document.label if batch else None))
     raise SystemExit(exit_code(decisions))
 
+
+def _with_now(document: RequestDocument, now: str) -> RequestDocument:
+    if not isinstance(document.data, dict):
+        return document
+    return RequestDocument(document.label, {**document.data, "current_date": now}, document.issues, document.raw)

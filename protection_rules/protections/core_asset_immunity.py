@@ -14,6 +14,12 @@ class CoreAssetImmunity(Protection):
     short_circuits = True
     fact_types = {"core_active": bool}
 
+    def __init__(self, block: Mapping[str, Any]):
+        super().__init__(block)
+        self.max_assets: int = block["max_assets"]
+        self.expiry_days: int = block["expiry_days"]
+        self.max_extensions: int = block["max_extensions"]
+
     def facts(self, ctx: Context) -> dict[str, Any]:
         core = ctx.state.core
         active = (

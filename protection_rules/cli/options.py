@@ -1,0 +1,100 @@
+"""Options shared by commands: the policy, the state store and the audit trail."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import click
+
+from ..engine import Engine
+from ..errors import EXIT_INTERNAL, EXIT_INVALID_INPUT, AuditError, PolicyInvalid, StateError
+from ..paths import AUDIT_ENV, STATE_ENV, default_audit_path, default_state_path
+from ..reporting import issues_text
+from ..resources import default_policy_path
+from ..state import StateStore, open_state
+
+policy_option = click.option(
+    "--policy", "policy_path", type=click.Path(), default=None, help="Policy YAML. [default: the shipped default policy]"
+)
+
+
+def state_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option(
+        "--state",
+        "state_path",
+        envvar=STATE_ENV,
+        type=click.Path(dir_okay=False),
+        default=None,
+        help=f"State store (SQLite). [env {STATE_ENV}; default: {default_state_path()}]",
+    )(fn)
+    return fn
+
+
+def audit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--no-audit", is_flag=True, help="Do not record the decisions (they are recorded by default).")(fn)
+    fn = click.option(
+        "--audit",
+        "audit_path",
+        envvar=AUDIT_ENV,
+        type=click.Path(dir_okay=False),
+        default=None,
+        help=f"Audit trail: SQLite, or JSON Lines when the name ends in .jsonl. [env {AUDIT_ENV}; default: {default_audit_path()}]",
+    )(fn)
+    return fn
+
+
+def fail(message: str, code: int) -> None:
+    click.echo(f"protect: {message}", err=True)
+    raise SystemExit(code)
+
+
+def open_store(path: str | None, *, for_writing: bool) -> StateStore | None:
+    """The state store a command uses.
+
+    An explicit path (flag or env) must exist unless the command writes state: a mistyped
+    path read as "no state" would loosen protections. The default path is used when it
+    exists, or when the command writes state.
+    """
+    target = Path(path) if path else default_state_path()
+    if not path and not for_writing and not target.exists():
+        return None
+    try:
+        return open_state(target, create=for_writing)
+    except StateError as exc:
+        fail(str(exc), EXIT_INTERNAL)
+    return None
+
+
+def open_sink(path: str | None, no_audit: bool) -> Any:
+    if no_audit:
+        return None
+    from ..audit import open_audit
+
+    target = Path(path) if path else default_audit_path()
+    try:
+        return open_audit(target, clock=time.time)
+    except AuditError as exc:
+        return _Unwritable(str(target), str(exc))
+
+
+class _Unwritable:
+    """Stands in for an audit log that cannot be opened: every append fails, so every decision denies."""
+
+    def __init__(self, path: str, problem: str):
+        self.path, self.problem = path, problem
+
+    def append(self, records: Sequence[Any]) -> None:
+        raise AuditError(self.problem)
+
+    def close(self) -> None:
+        return None
+
+
+def build_engine(policy_path: str | None, **options: Any) -> Engine:
+    try:
+        return Engine.from_policy(policy_path or default_policy_path(), **options)
+    except PolicyInvalid as exc:
+        click.echo(issues_text(exc.issues), err=True)
+        raise SystemExit(EXIT_INVALID_INPUT) from None
