@@ -170,6 +170,13 @@ def test_commit_without_store_is_a_state_error():
         Engine.from_policy().commit(Engine.from_policy().evaluate(failing_close()))
 
 
+def _foreign_database(path):
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE orders (id INTEGER)")
+    db.commit()
+    db.close()
+
+
 @pytest.mark.parametrize(
     "prepare",
     [
@@ -178,13 +185,6 @@ def test_commit_without_store_is_a_state_error():
     ],
     ids=["text-file", "foreign-sqlite"],
 )
-def _foreign_database(path):
-    db = sqlite3.connect(path)
-    db.execute("CREATE TABLE orders (id INTEGER)")
-    db.commit()
-    db.close()
-
-
 def test_a_file_that_is_not_a_state_store_is_refused(tmp_path, prepare):
     path = tmp_path / "state.sqlite"
     prepare(path)
