@@ -119,6 +119,8 @@ def load_yaml(text: str, name: str) -> tuple[Any, SourceMap]:
         raise DocumentInvalid([Issue("yaml-syntax", "$", f"yaml: {problem}", name, line, column)]) from None
     except yaml.YAMLError as exc:
         raise DocumentInvalid([Issue("yaml-syntax", "$", f"yaml: {exc}", name)]) from None
+    except RecursionError:
+        raise DocumentInvalid([Issue("yaml-syntax", "$", "yaml: nested too deeply", name)]) from None
     if len(nodes) != 1:
         line = nodes[1].start_mark.line + 1 if len(nodes) > 1 else 1
         raise DocumentInvalid(

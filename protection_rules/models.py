@@ -400,17 +400,23 @@ def _compact(**values: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
+# No score, size or count is anywhere near this; beyond it, float arithmetic stops being exact.
+MAX_MAGNITUDE = 1e15
+
+
 def _number_issues(data: Mapping[str, Any], source: str | None) -> list[Issue]:
     """NaN and infinity pass JSON Schema's `number`; they must never reach a comparison."""
     found = [(f"$.{name}", data.get(name)) for name in _OPTIONAL_NUMBERS]
     state = data.get("state") or {}
     found.append(("$.state.grace.original_size", (state.get("grace") or {}).get("original_size")))
     found.extend((f"$.state.events[{i}].size", e.get("size")) for i, e in enumerate(state.get("events") or ()))
-    issues = [
-        Issue("number-not-finite", path, f"`{value}` is not a finite number", source)
-        for path, value in found
-        if isinstance(value, float) and not math.isfinite(value)
-    ]
+    issues = []
+    for path, value in found:
+        if isinstance(value, float) and not math.isfinite(value):
+            issues.append(Issue("number-not-finite", path, f"`{value}` is not a finite number", source))
+        elif isinstance(value, (int, float)) and abs(value) > MAX_MAGNITUDE:
+            shown = repr(value) if len(repr(value)) <= 24 else repr(value)[:21] + "..."
+            issues.append(Issue("number-out-of-range", path, f"`{shown}` is beyond +/-{MAX_MAGNITUDE:g}", source))
     if data.get("metadata"):
         try:
             json.dumps(data["metadata"], allow_nan=False)

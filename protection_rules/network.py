@@ -17,6 +17,7 @@ this driver designs around, each pinned by tests/test_network.py:
 from __future__ import annotations
 
 import json
+import math
 import queue
 import threading
 from typing import Any, Mapping
@@ -25,7 +26,36 @@ import durable_rules_engine as _dre
 
 from .errors import EngineFailure
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_string = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _number(value: float) -> str:
+    # durable-rules' JSON parser rejects an exponent without a decimal point before it
+    # (`1e-05` is error 204, `1.0e-05` is fine), and Python's repr writes exactly that form.
+    text = repr(value)
+    if not math.isfinite(value):
+        raise EngineFailure(f"fact value `{text}` is not a finite number")
+    mantissa, exponent, power = text.partition("e")
+    if exponent and "." not in mantissa:
+        text = f"{mantissa}.0e{power}"
+    return text
+
+
+def _encode(fact: Mapping[str, Any]) -> str:
+    """Flat facts only (the compiler declares every field as bool, int, float or str)."""
+    parts = []
+    for key, value in fact.items():
+        kind = type(value)
+        if kind is bool:
+            text = "true" if value else "false"
+        elif kind is int:
+            text = str(value)
+        elif kind is float:
+            text = _number(value)
+        else:
+            text = _string(value)
+        parts.append(f"{_string(key)}:{text}")
+    return "{" + ",".join(parts) + "}"
 
 MAX_STATES = 900  # the C engine holds at most 1024 live state ids per ruleset
 

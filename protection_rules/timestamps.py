@@ -18,7 +18,12 @@ _SHAPE = re.compile(
     r"\d{4}-\d{2}-\d{2}"
     r"(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:\d{2})?)?"
 )
-TIMESTAMP_PATTERN = "^" + _SHAPE.pattern + "$"
+# As in the schemas: `(?!\n)$` is a strict end of text both in ECMA-262 and in Python's `re`,
+# whose plain `$` also matches before a trailing newline.
+TIMESTAMP_PATTERN = "^" + _SHAPE.pattern + "(?!\\n)$"
+
+# Far enough for any position; narrow enough that adding a policy's days never overflows.
+MIN_YEAR, MAX_YEAR = 1900, 2999
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _EPOCH_NAIVE = datetime(1970, 1, 1)
@@ -36,6 +41,8 @@ def parse_instant(text: str) -> int:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise ValueError(f"`{text}` is not a real date or time: {exc}") from None
+    if not MIN_YEAR <= moment.year <= MAX_YEAR:
+        raise ValueError(f"`{text}` is outside the supported years {MIN_YEAR}..{MAX_YEAR}")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     delta = moment - _EPOCH

@@ -1,0 +1,196 @@
+"""`protect audit`: verify the hash chain, query the records, summarise the decisions."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import click
+
+from ..audit import JsonlAuditLog, SqliteAuditLog, canonical_json, open_audit
+from ..errors import AuditError
+from ..paths import AUDIT_ENV, default_audit_path
+from ..reporting import to_json_line
+from ..timestamps import format_instant, parse_instant
+
+_audit_option = click.option(
+    "--audit",
+    "audit_path",
+    envvar=AUDIT_ENV,
+    show_envvar=True,
+    default=lambda: str(default_audit_path()),
+    show_default=str(default_audit_path()),
+    metavar="PATH",
+    help="The audit log: SQLite, or JSON Lines when the name ends in .jsonl.",
+)
+
+
+def _instant(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return format_instant(parse_instant(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--asset", default=None, help="Only this asset."),
+        click.option("--decision", type=click.Choice(["approve", "deny"]), default=None, help="Only approvals or denials."),
+        click.option("--blocking-system", default=None, metavar="NAME", help="Only decisions this protection blocked."),
+        click.option("--policy-version", default=None, metavar="VERSION", help="Only decisions under this policy version."),
+        click.option("--since", default=None, metavar="ISO", callback=_instant, help="Only evaluated_at >= this instant."),
+        click.option("--until", default=None, metavar="ISO", callback=_instant, help="Only evaluated_at < this instant."),
+        click.option("--trace-id", default=None, metavar="ID", help="Only the decision with this trace id."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@contextmanager
+def _opened(path: str) -> Iterator[SqliteAuditLog | JsonlAuditLog]:
+    """Open the log read-only; any AuditError (even while iterating) exits with its code."""
+    try:
+        with open_audit(path, mode="read") as log:
+            yield log
+    except AuditError as exc:
+        click.echo(str(exc), err=True)
+        raise SystemExit(exc.exit_code) from None
+
+
+@click.group()
+def audit() -> None:
+    """Check and search the audit trail: one hash-chained record per decision."""
+
+
+@audit.command()
+@_audit_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def verify(audit_path: str, fmt: str) -> None:
+    """Check the audit log's hash chain and name the first changed, deleted or reordered record.
+
+    Exit 0 when the chain is valid, 1 when it is broken, 4 when the file is missing, unreadable
+    or not an audit log. Deleting the last records leaves a valid chain: keep the printed head
+    hash elsewhere and compare it.
+
+    \b
+    Example:
+      protect audit verify
+      protect audit verify --audit audit.jsonl --format json
+    """
+    with _opened(audit_path) as log:
+        result = log.verify()
+    if fmt == "json":
+        click.echo(to_json_line({"audit": audit_path, **result.to_dict()}))
+    else:
+        head = f" (head {result.head})" if result.ok and result.head else ""
+        click.echo(f"audit log {audit_path}: {result.describe()}{head}")
+    raise SystemExit(0 if result.ok else 1)
+
+
+@audit.command()
+@_audit_option
+@_filter_options
+@click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), default="text", show_default=True)
+def query(audit_path: str, fmt: str, **filters: Any) -> None:
+    """List the records that match every filter, oldest first.
+
+    `--format jsonl` prints one full record per line (an unfiltered dump is itself a valid
+    .jsonl audit log).
+
+    \b
+    Example:
+      protect audit query --asset AAPL --decision deny --since 2026-03-01 --until 2026-04-01
+      protect audit query --trace-id 8fcdda8905ba47679db91871f801846d --format jsonl
+    """
+    count = 0
+    with _opened(audit_path) as log:
+        if fmt == "jsonl":
+            for record in log.query(**filters):
+                click.echo(canonical_json(record))
+                count += 1
+        else:
+            rows = [_row(record) for record in log.query(**filters)]
+            count = len(rows)
+            click.echo(_table(["#", "evaluated_at", "asset", "action", "decision", "blocked by", "policy", "ms", "decision_id"], rows))
+    click.echo(f"{count} record(s)", err=True)
+
+
+@audit.command()
+@_audit_option
+@_filter_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def stats(audit_path: str, fmt: str, **filters: Any) -> None:
+    """Count decisions: approval and override rates, denials per protection, p50/p99 decision
+    time (nearest rank), overall and per UTC day of evaluated_at.
+
+    \b
+    Example:
+      protect audit stats
+      protect audit stats --since 2026-03-01 --policy-version 1.0.0 --format json
+    """
+    with _opened(audit_path) as log:
+        summary = log.stats(**filters)
+    click.echo(to_json_line(summary) if fmt == "json" else _stats_text(summary))
+
+
+# ------------------------------------------------------------------------------------ rendering
+
+
+def _row(record: dict[str, Any]) -> list[str]:
+    policy = record.get("policy") or {}
+    time_ms = record.get("decision_time_ms")
+    return [
+        str(record.get("sequence", "")),
+        record.get("evaluated_at") or "-",
+        record.get("asset") or "-",
+        record.get("action") or "-",
+        record.get("decision") or "-",
+        ",".join(record.get("blocking_systems") or ()) or "-",
+        f"{policy.get('name', '?')} {policy.get('version', '?')}",
+        f"{time_ms:.2f}" if isinstance(time_ms, (int, float)) else "-",
+        record.get("decision_id") or "-",
+    ]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *rows])
+
+
+def _percent(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.1%}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _stats_text(summary: dict[str, Any]) -> str:
+    times = summary["decision_time_ms"]
+    denials = ", ".join(f"{name} {count}" for name, count in summary["denials_by_protection"].items()) or "none"
+    lines = [
+        f"{summary['count']} decision(s): {summary['approved']} approved ({_percent(summary['approval_rate'])}), "
+        f"{summary['denied']} denied, {summary['overrides']} by override ({_percent(summary['override_rate'])})",
+        f"decision time: p50 {_ms(times['p50'])} ms, p99 {_ms(times['p99'])} ms",
+        f"denials by protection: {denials}",
+    ]
+    if summary["per_day"]:
+        header = ["day", "decisions", "approved", "approval", "overrides", "p50 ms", "p99 ms", "denials by protection"]
+        rows = [
+            [
+                day["day"] or "(no date)",
+                str(day["count"]),
+                str(day["approved"]),
+                _percent(day["approval_rate"]),
+                str(day["overrides"]),
+                _ms(day["decision_time_ms"]["p50"]),
+                _ms(day["decision_time_ms"]["p99"]),
+                ", ".join(f"{name} {count}" for name, count in day["denials_by_protection"].items()) or "-",
+            ]
+            for day in summary["per_day"]
+        ]
+        lines += ["", _table(header, rows)]
+    return "\n".join(lines)
