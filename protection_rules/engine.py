@@ -15,7 +15,7 @@ from .decision import assemble, failed_closed
 from .errors import AuditError, EngineFailure, InputInvalid, Issue, RequestInvalid, StateError
 from .facts import enrich, resolve_context
 from .loading import RequestDocument, SourceMap
-from .models import ProtectionDecision, ProtectionRequest, chronology_issues
+from .models import ProtectionDecision, ProtectionRequest, state_chronology_issues
 from .network import RuleNetwork
 from .policy import Policy, load_policy
 from .protections import Context
@@ -154,7 +154,7 @@ class Engine:
             if stored is not None:
                 # SPEC.md section 2 holds for stored state too: a stored instant after
                 # `current_date` is a bad request, not a silent pass
-                issues = chronology_issues(dataclasses.replace(parsed, state=stored), f"state store {self.state.path}")
+                issues = state_chronology_issues(stored, parsed.current_date, f"state store {self.state.path}")
                 if issues:
                     raise RequestInvalid(issues)
         ctx = resolve_context(parsed, stored)

@@ -108,7 +108,7 @@ def load_yaml(text: str, name: str) -> tuple[Any, SourceMap]:
     if tabs:
         raise DocumentInvalid(tabs)
     try:
-        aliases = _aliases(text, name)
+        aliases, starts = _scan(text, name)
         if aliases:
             raise DocumentInvalid(aliases)
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
@@ -122,7 +122,7 @@ def load_yaml(text: str, name: str) -> tuple[Any, SourceMap]:
     except RecursionError:
         raise DocumentInvalid([Issue("yaml-syntax", "$", "yaml: nested too deeply", name)]) from None
     if len(nodes) != 1:
-        line = nodes[1].start_mark.line + 1 if len(nodes) > 1 else 1
+        line = starts[1] if len(starts) > 1 else 1
         raise DocumentInvalid(
             [Issue("yaml-multiple-documents", "$", "expected one YAML document, found several", name, line, 1)]
         )
@@ -148,24 +148,37 @@ def _tab_indentation(text: str, name: str) -> list[Issue]:
     return issues
 
 
-def _aliases(text: str, name: str) -> list[Issue]:
-    # Aliases are refused outright: a policy is reviewed as text, and an alias chain can expand
-    # a small file into gigabytes ("billion laughs").
-    return [
-        Issue("yaml-alias", "$", "anchors and aliases are not allowed; write the value out", name,
-              event.start_mark.line + 1, event.start_mark.column + 1)
-        for event in yaml.parse(text, Loader=yaml.SafeLoader)
-        if isinstance(event, yaml.AliasEvent)
-    ]
+def _scan(text: str, name: str) -> tuple[list[Issue], list[int]]:
+    """One pass over the parse events: every alias, and the line each document starts on.
+
+    Aliases are refused outright: a policy is reviewed as text, and an alias chain can expand
+    a small file into gigabytes ("billion laughs").
+    """
+    aliases, starts = [], []
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            aliases.append(
+                Issue("yaml-alias", "$", "anchors and aliases are not allowed; write the value out", name,
+                      event.start_mark.line + 1, event.start_mark.column + 1)
+            )
+        elif isinstance(event, yaml.DocumentStartEvent):
+            starts.append(event.start_mark.line + 1)
+    return aliases, starts
 
 
 _CONSTRUCTOR = yaml.SafeLoader.__new__(yaml.SafeLoader)
 yaml.constructor.SafeConstructor.__init__(_CONSTRUCTOR)
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+_SCALAR_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null")}
+_MAP_TAG, _SEQ_TAG = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
 
 
 def _build(node: Node, path: Path_, source: SourceMap, issues: list[Issue]) -> Any:
     source.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    allowed = {MappingNode: {_MAP_TAG}, SequenceNode: {_SEQ_TAG}}.get(type(node), _SCALAR_TAGS | {_TIMESTAMP_TAG})
+    if node.tag not in allowed:
+        issues.append(_at(node, "yaml-tag", path, f"YAML tag `{node.tag}` is not allowed; write a plain value", source))
+        return None
     if isinstance(node, MappingNode):
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -187,7 +200,11 @@ def _build(node: Node, path: Path_, source: SourceMap, issues: list[Issue]) -> A
         return [_build(item, path + (index,), source, issues) for index, item in enumerate(node.value)]
     if node.tag == _TIMESTAMP_TAG:
         return node.value  # keep dates as text: the schemas decide what a date may be
-    value = _CONSTRUCTOR.construct_object(node)
+    try:
+        value = _CONSTRUCTOR.construct_object(node)
+    except (yaml.YAMLError, ValueError) as exc:  # e.g. an integer longer than Python converts
+        issues.append(_at(node, "yaml-value", path, f"cannot read `{node.value[:40]}`: {str(exc).splitlines()[0]}", source))
+        return None
     if isinstance(value, float) and not math.isfinite(value):
         issues.append(_at(node, "yaml-non-finite", path, f"`{node.value}` is not a finite number", source))
     return value

@@ -130,22 +130,29 @@ class ProtectionRequest:
             issues = schema_issues("request", data, SourceMap(source))
             raise RequestInvalid(issues or [Issue("schema-invalid", "$", "request does not match the schema", source)])
         bad: list[Issue] = []
+        try:
+            now = parse_instant(data["current_date"])
+        except ValueError as exc:
+            raise RequestInvalid([Issue("timestamp-invalid", "$.current_date", str(exc), source)]) from None
 
         def at(text: str | None, path: str) -> Instant | None:
+            """Parse an instant that must not lie after `current_date` (SPEC.md section 2)."""
             if text is None:
                 return None
             try:
-                return parse_instant(text)
+                instant = parse_instant(text)
             except ValueError as exc:
                 bad.append(Issue("timestamp-invalid", path, str(exc), source))
                 return None
+            if instant > now and not path.endswith(".expires_at"):
+                bad.append(_future(path, instant, now, source))
+            return instant
 
         regime, state = data.get("regime"), data.get("state")
-        now = at(data["current_date"], "$.current_date")
         request = cls(
             asset=data["asset"],
             action=data["action"],
-            current_date=now if now is not None else 0,
+            current_date=now,
             reason=data.get("reason") or "",
             position_entry_date=at(data.get("position_entry_date"), "$.position_entry_date"),
             metadata=data.get("metadata") or {},
@@ -162,7 +169,7 @@ class ProtectionRequest:
             state=None if state is None else _parse_state(state, at),
             **{name: data.get(name) for name in _OPTIONAL_NUMBERS},
         )
-        issues = bad or _number_issues(data, source) or chronology_issues(request, source)
+        issues = bad or _number_issues(data, source) or _core_order(request.state, source)
         if issues:
             raise RequestInvalid(issues)
         return request
@@ -425,39 +432,32 @@ def _number_issues(data: Mapping[str, Any], source: str | None) -> list[Issue]:
     return issues
 
 
-def chronology_issues(request: ProtectionRequest, source: str | None) -> list[Issue]:
-    """SPEC.md section 2: every instant but `current_date` and `expires_at` must not be after now."""
-    now = request.current_date
-    stamps: list[tuple[str, Instant | None]] = [("$.position_entry_date", request.position_entry_date)]
-    if request.regime:
-        stamps.append(("$.regime.change_date", request.regime.change_date))
-    state = request.state
-    issues = []
-    if state:
-        if state.core:
-            stamps.append(("$.state.core.designated_at", state.core.designated_at))
-            expires = state.core.expires_at
-            if expires is not None and expires <= state.core.designated_at:
-                issues.append(
-                    Issue("timestamp-order", "$.state.core.expires_at", "`expires_at` must be after `designated_at`", source)
-                )
-        if state.grace:
-            stamps.append(("$.state.grace.started_at", state.grace.started_at))
-        stamps.append(("$.state.last_override_at", state.last_override_at))
-        if state.events and state.events[-1].at > now:
-            # events are sorted by time, so the latest one is the only one to check
-            stamps.append(("$.state.events", state.events[-1].at))
-    for path, instant in stamps:
-        if instant is not None and instant > now:
-            issues.append(
-                Issue(
-                    "timestamp-future",
-                    path,
-                    f"`{format_instant(instant)}` is after `current_date` `{format_instant(now)}`",
-                    source,
-                )
-            )
-    return issues
+def state_chronology_issues(state: AssetState, now: Instant, source: str | None) -> list[Issue]:
+    """SPEC.md section 2 for a stored state: every instant but `expires_at` must not be after now."""
+    stamps: list[tuple[str, Instant | None]] = [("$.state.last_override_at", state.last_override_at)]
+    if state.core:
+        stamps.append(("$.state.core.designated_at", state.core.designated_at))
+    if state.grace:
+        stamps.append(("$.state.grace.started_at", state.grace.started_at))
+    stamps.extend((f"$.state.events[{index}].at", event.at) for index, event in enumerate(state.events))
+    issues = [_future(path, instant, now, source) for path, instant in stamps if instant is not None and instant > now]
+    return issues + _core_order(state, source)
+
+
+def _core_order(state: AssetState | None, source: str | None) -> list[Issue]:
+    core = state.core if state else None
+    if core and core.expires_at is not None and core.expires_at <= core.designated_at:
+        return [Issue("timestamp-order", "$.state.core.expires_at", "`expires_at` must be after `designated_at`", source)]
+    return []
+
+
+def _future(path: str, instant: Instant, now: Instant, source: str | None) -> Issue:
+    return Issue(
+        "timestamp-future",
+        path,
+        f"`{format_instant(instant)}` is after `current_date` `{format_instant(now)}`",
+        source,
+    )
 
 
 __all__ = [

@@ -79,8 +79,10 @@ def semantic_issues(data: Mapping[str, Any], source: SourceMap) -> list[Issue]:
             issues.append(source.issue("hierarchy-duplicate", ("hierarchy", index), f"`{name}` appears twice in the hierarchy"))
         seen.add(name)
 
+    unknown_blocks = [key for key in blocks if key not in REGISTRY]
     for name in hierarchy:
-        if name in REGISTRY and name not in blocks:
+        # a misspelt block is reported once, by the schema, as an unknown field with a did-you-mean
+        if name in REGISTRY and name not in blocks and not did_you_mean(name, unknown_blocks):
             issues.append(
                 source.issue(
                     "protection-missing",

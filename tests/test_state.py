@@ -116,7 +116,7 @@ def test_stored_instant_after_now_is_a_bad_request(engine):
     decision = engine.evaluate({"asset": "AAPL", "action": "close", "current_date": NOW})
     assert not decision.approved and decision.blocking_systems == ("error",)
     assert decision.errors[0].code == "timestamp-future"
-    assert decision.errors[0].path == "$.state.events"
+    assert decision.errors[0].path == "$.state.events[0].at"
 
 
 @pytest.mark.parametrize(
