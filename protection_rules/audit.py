@@ -221,6 +221,8 @@ class SqliteAuditLog:
         mode: Mode = "append",
         timeout: float = DEFAULT_TIMEOUT,
     ):
+        if mode not in ("append", "read"):
+            raise ValueError(f"mode must be `append` or `read`, got `{mode}`")
         self.path = str(path)
         self._clock = clock
         self._mode = mode
@@ -470,6 +472,8 @@ class JsonlAuditLog:
         mode: Mode = "append",
         timeout: float = DEFAULT_TIMEOUT,
     ):
+        if mode not in ("append", "read"):
+            raise ValueError(f"mode must be `append` or `read`, got `{mode}`")
         self.path = str(path)
         self._clock = clock
         self._mode = mode
@@ -655,9 +659,13 @@ class JsonlAuditLog:
             size = os.fstat(fd).st_size
             if size == 0:
                 return
-            head = os.pread(fd, min(size, self._FIRST_LINE_LIMIT), 0)
-            first = head.split(b"\n", 1)[0]
-            if not _looks_like_record(first):
+            first = b""
+            while b"\n" not in first and len(first) < min(size, self._FIRST_LINE_LIMIT):
+                chunk = os.pread(fd, 1 << 16, len(first))
+                if not chunk:
+                    break
+                first += chunk
+            if not _looks_like_record(first.split(b"\n", 1)[0]):
                 raise AuditError(f"{self.path}: not an audit log: line 1 is not an audit record")
             self._last_record(fd, size)
 
@@ -806,12 +814,12 @@ def _seal(batch: list[Mapping[str, Any]], sequence: int, prev_hash: str, recorde
         full.update(sequence=sequence, recorded_at=recorded_at, prev_hash=prev_hash)
         try:
             body = canonical_json(full)
+            prev_hash = _sha256(body)  # UTF-8 encoding fails on a lone surrogate: a ValueError too
         except (TypeError, ValueError) as exc:
             raise AuditError(
                 f"{path}: record {index} of {len(batch)} (decision `{record['decision_id']}`) is not valid JSON: {exc}; "
                 "nothing of this batch was written"
             ) from None
-        prev_hash = _sha256(body)
         sealed.append(_Sealed(sequence, full, body, prev_hash))
     return sealed
 

@@ -101,7 +101,7 @@ class Engine:
         items = list(requests)
         labels = list(sources) if sources is not None else [None] * len(items)
         return self._recorded(
-            [self._evaluate(r, explain=explain, source=s, trace_id=trace_id) for r, s in zip(items, labels)]
+            [self._evaluate(r, explain=explain, source=s, trace_id=trace_id) for r, s in zip(items, labels, strict=True)]
         )
 
     def evaluate_documents(self, documents: Sequence[RequestDocument], *, explain: bool = False) -> list[ProtectionDecision]:

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 import jsonschema
 
 from .errors import Issue
-from .loading import Path_, SourceMap, json_path
+from .loading import Path_, SourceMap
 from .resources import schema
 
 # jsonschema keyword -> our stable error code

@@ -43,8 +43,8 @@ def test_validate_default_policies_exit_0():
 
 def test_validate_reports_three_mistakes_with_lines(tmp_path):
     text = (
-        DEFAULT.replace("    min_days: 3\n", "    min_days: -3\n")  # line 43
-        .replace("    period_days: 14\n", "    period_dayz: 14\n")  # line 50
+        DEFAULT.replace("    min_days: 3\n", "    min_days: -3\n")  # line 46
+        .replace("    period_days: 14\n", "    period_dayz: 14\n")  # line 53
         .replace("  - grace_period\n", "  - grace_perod\n", 1)  # line 14
     )
     path = tmp_path / "bad.yaml"
@@ -52,7 +52,7 @@ def test_validate_reports_three_mistakes_with_lines(tmp_path):
     result = run("validate", str(path))
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.startswith(str(path))]
-    assert [line.split(": ")[0].split(":")[1:] for line in lines] == [["14", "5"], ["43", "15"], ["50", "5"]]
+    assert [line.split(": ")[0].split(":")[1:] for line in lines] == [["14", "5"], ["46", "15"], ["53", "5"]]
     assert "did you mean `grace_period`?" in lines[0]
     assert "`min_days` must be >= 0, got `-3`" in lines[1]
     assert "unknown field `period_dayz`; did you mean `period_days`?" in lines[2]

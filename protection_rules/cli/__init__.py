@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .audit import audit
 from .evaluate import evaluate
 from .state import commit, state
 from .validate import validate
@@ -28,6 +29,7 @@ cli.add_command(validate)
 cli.add_command(evaluate)
 cli.add_command(commit)
 cli.add_command(state)
+cli.add_command(audit)
 
 
 def main() -> None:

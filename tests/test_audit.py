@@ -1,0 +1,793 @@
+"""The audit trail: the sink contract over both backends (SQLite and JSON Lines), tamper
+detection by `verify`, all-or-nothing batches, failures as AuditError, concurrent writers,
+query filters, stats by hand, and the `protect audit` commands."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import multiprocessing
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from click.testing import CliRunner
+
+from protection_rules.audit import (
+    GENESIS_HASH,
+    SCHEMA_VERSION,
+    JsonlAuditLog,
+    SqliteAuditLog,
+    canonical_json,
+    open_audit,
+    record_hash,
+)
+from protection_rules.cli.audit import audit
+from protection_rules.errors import EXIT_INTERNAL, EXIT_USAGE, AuditError
+
+KINDS = ["sqlite", "jsonl"]
+LOG_CLASSES = {"sqlite": SqliteAuditLog, "jsonl": JsonlAuditLog}
+T0 = 1773302400.0  # 2026-03-12T08:00:00Z
+POLICY = {"name": "default", "version": "1.0.0", "sha256": "a7" * 32}
+
+
+class FakeClock:
+    """Epoch seconds from T0, 1.5 s apart per call."""
+
+    def __init__(self, start: float = T0):
+        self.now = start
+
+    def __call__(self) -> float:
+        value = self.now
+        self.now += 1.5
+        return value
+
+
+def make_record(
+    decision_id: str,
+    *,
+    asset: str | None = "AAPL",
+    decision: str = "deny",
+    blocking: list[str] | None = None,
+    evaluated_at: str | None = "2026-03-12T07:00:00Z",
+    override: bool = False,
+    version: str = "1.0.0",
+    trace_id: str | None = None,
+    time_ms: float = 1.25,
+) -> dict[str, Any]:
+    """A record shaped as the engine passes it in."""
+    blocking = (["holding_period"] if decision == "deny" else []) if blocking is None else blocking
+    request = {"asset": asset, "action": "close", "current_date": evaluated_at, "request_id": decision_id}
+    policy = {**POLICY, "version": version}
+    return {
+        "decision_id": decision_id,
+        "trace_id": trace_id or f"trace-{decision_id}",
+        "evaluated_at": evaluated_at,
+        "asset": asset,
+        "action": "close",
+        "decision": decision,
+        "blocking_systems": blocking,
+        "override_applied": override,
+        "policy": policy,
+        "engine_version": "0.1.0",
+        "request": request,
+        "state": {"events": [{"type": "open", "at": "2026-03-10T09:00:00Z"}]},
+        "state_source": "request",
+        "decision_record": {"decision": decision, "blocking_systems": blocking, "trace": [{"system": "holding_period", "status": "block"}]},
+        "decision_time_ms": time_ms,
+    }
+
+
+def log_path(tmp_path: Path, kind: str, name: str = "audit") -> Path:
+    return tmp_path / f"{name}.{kind}"
+
+
+def filled(path: Path, count: int = 5) -> list[dict[str, Any]]:
+    """Append d1..dN one at a time (odd ones denied); return the stored records."""
+    with open_audit(path, clock=FakeClock()) as log:
+        for n in range(1, count + 1):
+            log.append([make_record(f"d{n}", decision="deny" if n % 2 else "approve")])
+        return list(log.records())
+
+
+def verify(path: Path):
+    with open_audit(path, mode="read") as log:
+        return log.verify()
+
+
+def stored(path: Path) -> list[dict[str, Any]]:
+    with open_audit(path, mode="read") as log:
+        return list(log.records())
+
+
+# ------------------------------------------------------------------------------ the contract
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_append_round_trips_full_records_with_sequence_chain_and_clock(tmp_path, kind):
+    clock = FakeClock()
+    with open_audit(log_path(tmp_path, kind), clock=clock) as log:
+        clock.now = T0  # the SQLite backend stamps its schema with the clock when it creates it
+        given = [make_record("d1"), make_record("d2", decision="approve"), make_record("d3"), make_record("d4")]
+        log.append(given[:1])
+        log.append(given[1:2])
+        log.append(given[2:])  # one batch: one recorded_at
+        records = list(log.records())
+    assert [r["sequence"] for r in records] == [1, 2, 3, 4]
+    assert [r["recorded_at"] for r in records] == [
+        "2026-03-12T08:00:00Z",
+        "2026-03-12T08:00:01.500000Z",
+        "2026-03-12T08:00:03Z",
+        "2026-03-12T08:00:03Z",
+    ]
+    for record, original in zip(records, given):
+        assert {k: v for k, v in record.items() if k not in ("sequence", "recorded_at", "prev_hash", "hash")} == original
+    assert records[0]["prev_hash"] == GENESIS_HASH
+    for before, after in zip(records, records[1:]):
+        assert after["prev_hash"] == before["hash"]
+    for record in records:
+        body = {k: v for k, v in record.items() if k != "hash"}
+        assert record["hash"] == hashlib.sha256(canonical_json(body).encode()).hexdigest() == record_hash(record)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_reopening_continues_the_sequence_and_the_chain(tmp_path, kind):
+    path = log_path(tmp_path, kind)
+    first = filled(path, 3)
+    with open_audit(path, clock=FakeClock()) as log:
+        log.append([make_record("d4")])
+    records = stored(path)
+    assert [r["sequence"] for r in records] == [1, 2, 3, 4]
+    assert records[3]["prev_hash"] == first[2]["hash"]
+    assert verify(path).ok
+
+
+@pytest.mark.parametrize("suffix, cls", [(".jsonl", JsonlAuditLog), (".JSONL", JsonlAuditLog), (".sqlite", SqliteAuditLog), (".db", SqliteAuditLog), ("", SqliteAuditLog)])
+def test_open_audit_picks_the_backend_by_suffix_and_creates_folders(tmp_path, suffix, cls):
+    path = tmp_path / "deep" / "er" / f"audit{suffix}"
+    with open_audit(path) as log:
+        assert type(log) is cls
+        assert log.path == str(path)
+    assert path.exists()
+
+
+def test_sqlite_log_is_wal_with_a_schema_version_table(tmp_path):
+    path = tmp_path / "audit.sqlite"
+    open_audit(path).close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_append_accepts_any_sequence_and_an_empty_one(tmp_path, kind):
+    path = log_path(tmp_path, kind)
+    with open_audit(path) as log:
+        log.append([])
+        log.append(tuple(make_record(f"d{n}") for n in (1, 2)))
+        log.append(make_record(f"d{n}") for n in (3,))
+    assert [r["decision_id"] for r in stored(path)] == ["d1", "d2", "d3"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda r: r.pop("trace_id"), "missing `trace_id`"),
+        (lambda r: r.update(decision="maybe"), "`decision` must be `approve` or `deny`, got `maybe`"),
+        (lambda r: r.update(decision_id=""), "`decision_id` must be a non-empty string"),
+        (lambda r: r.update(policy={"name": "x"}), "`policy` must hold"),
+        (lambda r: r.update(evaluated_at="yesterday"), "`evaluated_at`"),
+    ],
+    ids=["missing-field", "bad-decision", "empty-id", "bad-policy", "bad-time"],
+)
+def test_a_malformed_record_is_refused_naming_the_file_and_the_record(tmp_path, kind, mutate, message):
+    path = log_path(tmp_path, kind)
+    bad = make_record("d2")
+    mutate(bad)
+    with open_audit(path) as log:
+        with pytest.raises(AuditError) as caught:
+            log.append([make_record("d1"), bad])
+    assert str(caught.value).startswith(f"{path}: record 2 of 2")
+    assert message in str(caught.value)
+    assert stored(path) == []
+
+
+def test_sqlite_refuses_a_duplicate_decision_id(tmp_path):
+    path = tmp_path / "audit.sqlite"
+    filled(path, 2)
+    with open_audit(path) as log, pytest.raises(AuditError, match="already in the audit log"):
+        log.append([make_record("d1")])
+    assert len(stored(path)) == 2
+
+
+# ------------------------------------------------------------------------------------ verify
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_verify_passes_on_a_fresh_log_and_an_empty_one(tmp_path, kind):
+    empty = log_path(tmp_path, kind, "empty")
+    open_audit(empty).close()
+    assert verify(empty) == verify(empty).__class__(ok=True, count=0)
+    path = log_path(tmp_path, kind)
+    records = filled(path, 5)
+    result = verify(path)
+    assert (result.ok, result.count, result.first_bad, result.problem, result.head) == (True, 5, None, "", records[-1]["hash"])
+
+
+def _sql(*statements: str) -> Callable[[sqlite3.Connection], None]:
+    def run(conn: sqlite3.Connection) -> None:
+        for statement in statements:
+            conn.execute(statement)
+
+    return run
+
+
+def _rewrite_body_and_hash(conn: sqlite3.Connection) -> None:
+    """A forger who fixes the edited record's hash: the next record's link still breaks."""
+    body = conn.execute("SELECT body FROM audit_records WHERE sequence = 3").fetchone()[0]
+    body = body.replace('"decision":"deny"', '"decision":"approve"')
+    conn.execute(
+        "UPDATE audit_records SET body = ?, hash = ?, decision = 'approve' WHERE sequence = 3",
+        (body, hashlib.sha256(body.encode()).hexdigest()),
+    )
+
+
+SQLITE_TAMPERING = [
+    ("body-byte", _sql("UPDATE audit_records SET body = replace(body, '\"asset\":\"AAPL\"', '\"asset\":\"AAPX\"') WHERE sequence = 3"), 3, "d3", "the hash does not match"),
+    ("decision-column", _sql("UPDATE audit_records SET decision = 'approve' WHERE sequence = 3"), 3, "d3", "column `decision` holds `approve` but the record says `deny`"),
+    ("asset-column", _sql("UPDATE audit_records SET asset = 'MSFT' WHERE sequence = 2"), 2, "d2", "column `asset`"),
+    ("blocking-column", _sql("UPDATE audit_records SET blocking_systems = '[]' WHERE sequence = 3"), 3, "d3", "column `blocking_systems`"),
+    ("hash-column", _sql("UPDATE audit_records SET hash = replace(hash, substr(hash, 1, 1), 'x') WHERE sequence = 4"), 4, "d4", "the hash does not match"),
+    ("middle-deleted", _sql("DELETE FROM audit_records WHERE sequence = 3"), 4, "d4", "expected #3 after #2, found #4"),
+    ("first-deleted", _sql("DELETE FROM audit_records WHERE sequence = 1"), 2, "d2", "expected #1 after the start of the log, found #2"),
+    (
+        "reordered",
+        _sql(
+            "UPDATE audit_records SET sequence = -2 WHERE sequence = 2",
+            "UPDATE audit_records SET sequence = 2 WHERE sequence = 3",
+            "UPDATE audit_records SET sequence = 3 WHERE sequence = -2",
+        ),
+        2,
+        "d3",
+        "stored as #2 but the record says it is #3",
+    ),
+    ("rehashed-forgery", _rewrite_body_and_hash, 4, "d4", "prev_hash does not match record #3"),
+]
+
+
+@pytest.mark.parametrize("tamper, first_bad, decision_id, problem", [case[1:] for case in SQLITE_TAMPERING], ids=[case[0] for case in SQLITE_TAMPERING])
+def test_sqlite_verify_names_the_first_bad_record(tmp_path, tamper, first_bad, decision_id, problem):
+    path = tmp_path / "audit.sqlite"
+    filled(path, 5)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        tamper(conn)
+    finally:
+        conn.close()
+    result = verify(path)
+    assert (result.ok, result.first_bad, result.decision_id) == (False, first_bad, decision_id)
+    assert problem in result.problem
+
+
+def _lines(edit: Callable[[list[str]], list[str]]) -> Callable[[Path], None]:
+    def run(path: Path) -> None:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        path.write_text("".join(edit(lines)), encoding="utf-8")
+
+    return run
+
+
+JSONL_TAMPERING = [
+    ("line-edited", _lines(lambda ls: [*ls[:2], ls[2].replace('"asset":"AAPL"', '"asset":"AAPX"'), *ls[3:]]), 3, "d3", "the hash does not match"),
+    ("line-broken", _lines(lambda ls: [*ls[:2], ls[2][:40] + "\n", *ls[3:]]), 3, None, "not valid JSON"),
+    ("line-deleted", _lines(lambda ls: [*ls[:2], *ls[3:]]), 4, "d4", "expected #3 after #2, found #4"),
+    ("lines-swapped", _lines(lambda ls: [*ls[:2], ls[3], ls[2], *ls[4:]]), 4, "d4", "expected #3 after #2, found #4"),
+    ("whitespace-is-not-content", _lines(lambda ls: [*ls[:4], ls[4].replace(",", ", ", 1)]), None, None, ""),
+]
+
+
+@pytest.mark.parametrize("tamper, first_bad, decision_id, problem", [case[1:] for case in JSONL_TAMPERING], ids=[case[0] for case in JSONL_TAMPERING])
+def test_jsonl_verify_names_the_first_bad_record(tmp_path, tamper, first_bad, decision_id, problem):
+    path = tmp_path / "audit.jsonl"
+    filled(path, 5)
+    tamper(path)
+    result = verify(path)
+    assert (result.ok, result.first_bad, result.decision_id) == (first_bad is None, first_bad, decision_id)
+    assert problem in result.problem
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_deleting_the_last_record_keeps_a_valid_chain_but_changes_the_head(tmp_path, kind):
+    """The documented limit of a chain alone, and how the head hash catches it."""
+    path = log_path(tmp_path, kind)
+    records = filled(path, 4)
+    before = verify(path)
+    if kind == "sqlite":
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("DELETE FROM audit_records WHERE sequence = 4")
+        conn.close()
+    else:
+        _lines(lambda ls: ls[:3])(path)
+    after = verify(path)
+    assert after.ok and after.count == 3
+    assert (before.head, after.head) == (records[3]["hash"], records[2]["hash"])
+
+
+# ------------------------------------------------------------------ batches and failures
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("poison", [float("nan"), float("inf"), {1, 2}, "\ud800"], ids=["nan", "infinity", "set", "lone-surrogate"])
+def test_a_batch_is_one_transaction_an_unserialisable_record_stores_none_of_it(tmp_path, kind, poison):
+    path = log_path(tmp_path, kind)
+    filled(path, 2)
+    poisoned = make_record("b3")
+    poisoned["decision_record"]["score"] = poison
+    with open_audit(path) as log:
+        with pytest.raises(AuditError) as caught:
+            log.append([make_record("b1"), make_record("b2"), poisoned])
+        assert str(caught.value).startswith(f"{path}: record 3 of 3 (decision `b3`)")
+        assert [r["decision_id"] for r in log.records()] == ["d1", "d2"]
+        log.append([make_record("d3")])
+    assert [r["sequence"] for r in stored(path)] == [1, 2, 3]
+    assert verify(path).ok
+
+
+def test_sqlite_batch_rolls_back_rows_already_inserted(tmp_path):
+    """The 3rd row fails inside the database (duplicate id) after rows 1-2 were inserted."""
+    path = tmp_path / "audit.sqlite"
+    filled(path, 2)
+    with open_audit(path) as log, pytest.raises(AuditError):
+        log.append([make_record("b1"), make_record("b2"), make_record("d1")])
+    assert [r["decision_id"] for r in stored(path)] == ["d1", "d2"]
+    assert verify(path).ok
+
+
+def _not_a_folder(tmp_path: Path, kind: str) -> Path:
+    (tmp_path / "plain.txt").write_text("a file\n")
+    return tmp_path / "plain.txt" / f"audit.{kind}"
+
+
+def _a_folder(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"audit.{kind}"
+    path.mkdir()
+    return path
+
+
+def _a_text_file(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"audit.{kind}"
+    path.write_text("hello\nthis is not an audit log\n")
+    return path
+
+
+UNUSABLE = [
+    ("parent-is-a-file", _not_a_folder, "cannot create the audit log's folder"),
+    ("path-is-a-folder", _a_folder, "cannot open the audit log"),
+    ("text-file", _a_text_file, "not an audit log"),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("make, message", [case[1:] for case in UNUSABLE], ids=[case[0] for case in UNUSABLE])
+def test_an_unusable_path_raises_audit_error_naming_it(tmp_path, kind, make, message):
+    path = make(tmp_path, kind)
+    with pytest.raises(AuditError) as caught:
+        open_audit(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert message in str(caught.value)
+    assert caught.value.exit_code == EXIT_INTERNAL
+
+
+def _sqlite_with(tmp_path: Path, *statements: str) -> Path:
+    path = tmp_path / "other.sqlite"
+    conn = sqlite3.connect(path)
+    for statement in statements:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+    return path
+
+
+@pytest.mark.parametrize(
+    "statements, message",
+    [
+        (["CREATE TABLE positions (asset TEXT)"], "not an audit log: a SQLite database with other tables (`positions`)"),
+        (
+            ["CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)", f"INSERT INTO schema_version VALUES ({SCHEMA_VERSION + 1}, 'x')"],
+            f"audit log schema version {SCHEMA_VERSION + 1} is newer than this protection-rules supports ({SCHEMA_VERSION})",
+        ),
+    ],
+    ids=["other-tables", "newer-schema"],
+)
+def test_a_sqlite_database_that_is_not_our_audit_log_is_refused(tmp_path, statements, message):
+    path = _sqlite_with(tmp_path, *statements)
+    with pytest.raises(AuditError, match="^" + str(path).replace(".", r"\.") + ": ") as caught:
+        open_audit(path)
+    assert message in str(caught.value)
+
+
+def test_a_jsonl_file_of_other_json_is_refused(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    path.write_text('{"asset": "AAPL"}\n')
+    with pytest.raises(AuditError, match="not an audit log: line 1 is not an audit record"):
+        open_audit(path)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_read_mode_never_creates_and_never_writes(tmp_path, kind):
+    path = log_path(tmp_path, kind)
+    with pytest.raises(AuditError, match="no such audit log"):
+        open_audit(path, mode="read")
+    assert not path.exists()
+    filled(path, 1)
+    with open_audit(path, mode="read") as log, pytest.raises(AuditError, match="opened read-only"):
+        log.append([make_record("x")])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_closed_log_refuses_appends(tmp_path, kind):
+    log = open_audit(log_path(tmp_path, kind))
+    log.close()
+    log.close()  # idempotent
+    with pytest.raises(AuditError, match="closed"):
+        log.append([make_record("d1")])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_locked_past_the_timeout_raises_audit_error(tmp_path, kind):
+    path = log_path(tmp_path, kind)
+    filled(path, 1)
+    log = LOG_CLASSES[kind](path, timeout=0.2)
+    try:
+        if kind == "sqlite":
+            holder = sqlite3.connect(path, isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")
+        else:
+            holder = open(path, "rb")
+            fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+        try:
+            with pytest.raises(AuditError, match=r"locked by another writer \(gave up after 0\.2 s\)") as caught:
+                log.append([make_record("d2")])
+            assert str(caught.value).startswith(f"{path}: ")
+        finally:
+            holder.close()
+        log.append([make_record("d2")])  # the lock is gone: writing works again
+    finally:
+        log.close()
+    assert [r["sequence"] for r in stored(path)] == [1, 2]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_disk_full_mid_batch_raises_and_keeps_what_was_stored(tmp_path, kind):
+    """A file-size limit (RLIMIT_FSIZE, in a child process) fails the write part-way, as a full
+    disk does; works as root, unlike chmod."""
+    path = log_path(tmp_path, kind)
+    filled(path, 3)
+    size_before = path.stat().st_size
+    script = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_audit import make_record
+        from protection_rules.audit import open_audit
+        from protection_rules.errors import AuditError
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        log = open_audit({str(path)!r})
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({size_before} + 3000, resource.RLIM_INFINITY))
+        big = [make_record(f"big{{n}}") for n in range(40)]
+        for record in big:
+            record["request"]["metadata"] = {{"note": "x" * 2000}}
+        try:
+            log.append(big)
+        except AuditError as exc:
+            print(exc)
+            sys.exit(0)
+        finally:
+            log.close()
+        sys.exit("no AuditError")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{path}: ")
+    assert [r["decision_id"] for r in stored(path)] == ["d1", "d2", "d3"]
+    assert verify(path).ok
+    if kind == "jsonl":
+        assert path.stat().st_size == size_before  # the partial write was cut off again
+
+
+def test_jsonl_on_a_full_device_raises_audit_error(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    path.symlink_to("/dev/full")
+    with open_audit(path) as log, pytest.raises(AuditError, match="cannot write the audit log: the disk is full"):
+        log.append([make_record("d1")])
+
+
+# ------------------------------------------------------------------------------- concurrency
+
+
+def _append_many(path: str, worker: int, count: int, barrier: Any) -> None:
+    log = open_audit(path)
+    try:
+        barrier.wait()
+        for n in range(count):
+            log.append([make_record(f"p{worker}-{n}")])
+    finally:
+        log.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_four_processes_appending_500_each_lose_nothing(tmp_path, kind):
+    path = str(log_path(tmp_path, kind))
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    workers = [context.Process(target=_append_many, args=(path, worker, 500, barrier)) for worker in range(4)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(timeout=300)
+    assert [process.exitcode for process in workers] == [0, 0, 0, 0]
+    records = stored(Path(path))
+    assert [r["sequence"] for r in records] == list(range(1, 2001))
+    for worker in range(4):  # each writer's records, in its own order
+        assert [r["decision_id"] for r in records if r["decision_id"].startswith(f"p{worker}-")] == [f"p{worker}-{n}" for n in range(500)]
+    result = verify(Path(path))
+    assert (result.ok, result.count) == (True, 2000)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_eight_threads_sharing_one_sink_lose_nothing(tmp_path, kind):
+    path = log_path(tmp_path, kind)
+    errors: list[BaseException] = []
+    with open_audit(path) as log:
+
+        def work(worker: int) -> None:
+            try:
+                for n in range(100):
+                    log.append([make_record(f"t{worker}-{n}")])
+            except BaseException as exc:  # surfaced below; a thread cannot fail the test itself
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(worker,)) for worker in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    assert sorted(r["decision_id"] for r in stored(path)) == sorted(f"t{w}-{n}" for w in range(8) for n in range(100))
+    result = verify(path)
+    assert (result.ok, result.count) == (True, 800)
+
+
+# ----------------------------------------------------------------------------- query, stats
+
+# (id, asset, evaluated_at, decision, blocking systems, override, policy version, time ms)
+QUERY_SET = [
+    ("q1", "AAPL", "2026-03-10T09:00:00Z", "approve", [], False, "1.0.0", 3.0),
+    ("q2", "AAPL", "2026-03-10T15:30:00Z", "deny", ["holding_period"], False, "1.0.0", 1.0),
+    ("q3", "MSFT", "2026-03-11T00:00:00Z", "deny", ["grace_period", "holding_period"], False, "1.0.0", 8.0),
+    ("q4", "MSFT", "2026-03-11T12:00:00Z", "approve", [], True, "1.1.0", 2.0),
+    ("q5", "NVDA", "2026-03-11T23:59:59.999999Z", "deny", ["whipsaw_protection"], False, "1.1.0", 5.0),
+    ("q6", "AAPL", "2026-03-12T00:00:00Z", "deny", ["core_asset_immunity"], False, "1.1.0", 13.0),
+    ("q7", "NVDA", "2026-03-12T09:00:00Z", "approve", [], True, "1.1.0", 21.0),
+    ("q8", None, None, "deny", ["error"], False, "1.0.0", 0.5),  # an unparseable request
+]
+
+
+@pytest.fixture(params=KINDS)
+def query_log(request, tmp_path):
+    path = log_path(tmp_path, request.param)
+    with open_audit(path) as log:
+        log.append(
+            [
+                make_record(i, asset=a, evaluated_at=at, decision=d, blocking=b, override=o, version=v, time_ms=ms, trace_id=f"t{i[1:]}")
+                for i, a, at, d, b, o, v, ms in QUERY_SET
+            ]
+        )
+    with open_audit(path, mode="read") as log:
+        yield log
+
+
+QUERIES = [
+    ({}, "q1 q2 q3 q4 q5 q6 q7 q8"),
+    ({"asset": "AAPL"}, "q1 q2 q6"),
+    ({"asset": "TSLA"}, ""),
+    ({"decision": "approve"}, "q1 q4 q7"),
+    ({"decision": "deny"}, "q2 q3 q5 q6 q8"),
+    ({"blocking_system": "holding_period"}, "q2 q3"),
+    ({"blocking_system": "grace_period"}, "q3"),
+    ({"policy_version": "1.1.0"}, "q4 q5 q6 q7"),
+    ({"trace_id": "t4"}, "q4"),
+    ({"since": "2026-03-11"}, "q3 q4 q5 q6 q7"),
+    ({"until": "2026-03-11"}, "q1 q2"),
+    ({"since": "2026-03-11T00:00:00Z", "until": "2026-03-12T00:00:00Z"}, "q3 q4 q5"),
+    ({"since": "2026-03-10T15:30:00.000001Z", "until": "2026-03-11T00:00:00.000001Z"}, "q3"),
+    ({"since": "2026-03-11T12:30:00+01:00"}, "q4 q5 q6 q7"),  # 11:30Z: a text comparison would drop q4
+    ({"since": "2026-03-11", "until": "2026-03-11"}, ""),
+    ({"asset": "MSFT", "decision": "deny"}, "q3"),
+    ({"asset": "AAPL", "decision": "deny", "since": "2026-03-11"}, "q6"),
+    ({"decision": "deny", "blocking_system": "holding_period", "policy_version": "1.0.0"}, "q2 q3"),
+    ({"asset": "NVDA", "policy_version": "1.1.0", "until": "2026-03-12", "trace_id": "t5"}, "q5"),
+]
+
+
+@pytest.mark.parametrize("filters, expected", QUERIES, ids=[json.dumps(q[0]) for q in QUERIES])
+def test_query_filters(query_log, filters, expected):
+    records = list(query_log.query(**filters))
+    assert [r["decision_id"] for r in records] == expected.split()
+    assert all("hash" in r and "request" in r for r in records)  # full records
+
+
+@pytest.mark.parametrize("filters", [{"decision": "maybe"}, {"since": "yesterday"}, {"until": "2026-13-01"}])
+def test_query_refuses_bad_filter_values(query_log, filters):
+    with pytest.raises(ValueError):
+        list(query_log.query(**filters))
+
+
+def _day(day, count, approved, overrides, denials, p50, p99):
+    return {
+        "day": day,
+        "count": count,
+        "approved": approved,
+        "denied": count - approved,
+        "approval_rate": approved / count,
+        "overrides": overrides,
+        "override_rate": overrides / count,
+        "denials_by_protection": denials,
+        "decision_time_ms": {"p50": p50, "p99": p99},
+    }
+
+
+def test_stats_by_hand(query_log):
+    """Times sorted: 0.5 1 2 3 5 8 13 21. Nearest rank: p50 = 4th (3.0; interpolation would give
+    4.0), p99 = ceil(7.92) = 8th (21.0)."""
+    stats = query_log.stats()
+    per_day = stats.pop("per_day")
+    overall = _day(None, 8, 3, 2, {"holding_period": 2, "core_asset_immunity": 1, "error": 1, "grace_period": 1, "whipsaw_protection": 1}, 3.0, 21.0)
+    del overall["day"]
+    assert stats == overall
+    assert stats["approval_rate"] == 0.375 and stats["override_rate"] == 0.25
+    assert list(stats["denials_by_protection"]) == ["holding_period", "core_asset_immunity", "error", "grace_period", "whipsaw_protection"]
+    assert per_day == [
+        _day("2026-03-10", 2, 1, 0, {"holding_period": 1}, 1.0, 3.0),
+        _day("2026-03-11", 3, 1, 1, {"grace_period": 1, "holding_period": 1, "whipsaw_protection": 1}, 5.0, 8.0),
+        _day("2026-03-12", 2, 1, 1, {"core_asset_immunity": 1}, 13.0, 21.0),
+        _day(None, 1, 0, 0, {"error": 1}, 0.5, 0.5),
+    ]
+
+
+def test_stats_take_the_query_filters(query_log):
+    stats = query_log.stats(asset="AAPL", since="2026-03-10T12:00:00Z")
+    assert (stats["count"], stats["approved"], stats["denials_by_protection"]) == (2, 0, {"holding_period": 1, "core_asset_immunity": 1})
+    assert [day["day"] for day in stats["per_day"]] == ["2026-03-10", "2026-03-12"]
+    empty = query_log.stats(asset="TSLA")
+    assert empty == {
+        "count": 0, "approved": 0, "denied": 0, "approval_rate": None, "overrides": 0, "override_rate": None,
+        "denials_by_protection": {}, "decision_time_ms": {"p50": None, "p99": None}, "per_day": [],
+    }  # fmt: skip
+
+
+# -------------------------------------------------------------------------------------- CLI
+
+
+def run(*args: str, env: dict[str, str] | None = None):
+    return CliRunner().invoke(audit, list(args), env=env, catch_exceptions=False)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cli_verify_exit_codes_and_messages(tmp_path, kind):
+    path = log_path(tmp_path, kind)
+    records = filled(path, 4)
+    ok = run("verify", "--audit", str(path))
+    assert ok.exit_code == 0
+    assert ok.stdout == f"audit log {path}: 4 record(s), chain valid (head {records[-1]['hash']})\n"
+    as_json = json.loads(run("verify", "--audit", str(path), "--format", "json").stdout)
+    assert as_json == {"audit": str(path), "ok": True, "count": 4, "first_bad": None, "decision_id": None, "problem": "", "head": records[-1]["hash"]}
+    if kind == "sqlite":
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("UPDATE audit_records SET decision = 'deny' WHERE sequence = 2")
+        conn.close()
+        problem = "column `decision` holds `deny` but the record says `approve` (the row was edited)"
+    else:
+        _lines(lambda ls: [ls[0], ls[1].replace('"AAPL"', '"AAPX"'), *ls[2:]])(path)
+        problem = "the hash does not match the record's content (the record was changed)"
+    broken = run("verify", "--audit", str(path))
+    assert broken.exit_code == 1
+    assert broken.stdout == f"audit log {path}: record #2 (decision d2): {problem}\n"
+
+
+@pytest.mark.parametrize("command", ["verify", "query", "stats"])
+def test_cli_missing_or_foreign_file_exits_4_naming_it(tmp_path, command):
+    missing = tmp_path / "nope.sqlite"
+    result = run(command, "--audit", str(missing))
+    assert (result.exit_code, result.stdout) == (EXIT_INTERNAL, "")
+    assert result.stderr == f"{missing}: no such audit log\n"
+    assert not missing.exists()
+    foreign = _a_text_file(tmp_path, "sqlite")
+    result = run(command, "--audit", str(foreign))
+    assert result.exit_code == EXIT_INTERNAL
+    assert result.stderr == f"{foreign}: not an audit log: not a SQLite database\n"
+
+
+@pytest.mark.parametrize("command", ["query", "stats"])
+@pytest.mark.parametrize("option", ["--since", "--until"])
+def test_cli_bad_time_is_a_usage_error(tmp_path, command, option):
+    path = log_path(tmp_path, "sqlite")
+    filled(path, 1)
+    result = run(command, "--audit", str(path), option, "last tuesday")
+    assert result.exit_code == EXIT_USAGE
+    assert option in result.stderr and "`last tuesday` is not an ISO-8601 timestamp" in result.stderr
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cli_query_jsonl_prints_full_records_and_an_unfiltered_dump_is_a_valid_log(tmp_path, kind):
+    path = log_path(tmp_path, kind)
+    records = filled(path, 5)
+    result = run("query", "--audit", str(path), "--decision", "deny", "--format", "jsonl")
+    assert result.exit_code == 0
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [records[0], records[2], records[4]]
+    assert result.stderr == "3 record(s)\n"
+    dump = tmp_path / "copy.jsonl"
+    dump.write_text(run("query", "--audit", str(path), "--format", "jsonl").stdout)
+    assert verify(dump).ok and verify(dump).head == records[-1]["hash"]
+
+
+def test_cli_query_text_table(tmp_path):
+    path = tmp_path / "audit.sqlite"
+    filled(path, 3)
+    result = run("query", "--audit", str(path), "--asset", "AAPL", "--decision", "approve")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["#", "evaluated_at", "asset", "action", "decision", "blocked", "by", "policy", "ms", "decision_id"]
+    assert lines[1].split() == ["2", "2026-03-12T07:00:00Z", "AAPL", "close", "approve", "-", "default", "1.0.0", "1.25", "d2"]
+    assert len(lines) == 2
+
+
+def test_cli_stats_json_matches_the_library_and_text_reads(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    filled(path, 5)
+    result = run("stats", "--audit", str(path), "--format", "json", "--decision", "deny")
+    assert result.exit_code == 0
+    with open_audit(path, mode="read") as log:
+        assert json.loads(result.stdout) == log.stats(decision="deny")
+    assert json.loads(result.stdout)["count"] == 3
+    text = run("stats", "--audit", str(path)).stdout
+    assert text.splitlines()[:3] == [
+        "5 decision(s): 2 approved (40.0%), 3 denied, 0 by override (0.0%)",
+        "decision time: p50 1.25 ms, p99 1.25 ms",
+        "denials by protection: holding_period 3",
+    ]
+
+
+def test_cli_takes_the_audit_path_from_the_environment_and_documents_it(tmp_path):
+    path = tmp_path / "env.jsonl"
+    filled(path, 2)
+    result = run("verify", env={"PROTECT_AUDIT": str(path)})
+    assert result.exit_code == 0 and "2 record(s), chain valid" in result.stdout
+    for command in ("verify", "query", "stats"):
+        help_text = run(command, "--help").stdout
+        assert "PROTECT_AUDIT" in help_text and "audit.sqlite" in help_text and "Example:" in help_text
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_records_larger_than_a_read_chunk_round_trip_and_the_chain_continues(tmp_path, kind):
+    path = log_path(tmp_path, kind)
+    big = make_record("big1")
+    big["request"]["metadata"] = {"blob": "é" * 150_000}  # > 64 KiB: the JSONL tail and head reads loop
+    with open_audit(path) as log:
+        log.append([big])
+    with open_audit(path) as log:  # reopening reads the first and the last line
+        log.append([make_record("d2")])
+    records = stored(path)
+    assert records[0]["request"] == big["request"]
+    assert [r["sequence"] for r in records] == [1, 2] and verify(path).ok
