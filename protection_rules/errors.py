@@ -12,7 +12,7 @@ EXIT_INVALID_INPUT = 3
 EXIT_INTERNAL = 4
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Issue:
     """One problem found in an input document.
 

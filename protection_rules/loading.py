@@ -247,7 +247,7 @@ def load_json(text: str, name: str, *, line_offset: int = 0) -> Any:
 # ------------------------------------------------------------------------------ request input
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RequestDocument:
     """One request read from a file or stream: its data, or why it could not be parsed."""
 

@@ -23,26 +23,26 @@ Status = Literal["pass", "block", "overridden", "skipped", "not_applicable", "er
 Instant = int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CoreDesignation:
     designated_at: Instant
     expires_at: Instant | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GraceState:
     started_at: Instant
     original_size: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PositionEvent:
     type: Literal["open", "close"]
     at: Instant
     size: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AssetState:
     """What happened to one asset before a request (SPEC.md section 3)."""
 
@@ -69,7 +69,7 @@ class AssetState:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RegimeContext:
     changed: bool
     severity: Literal["normal", "high", "critical"] = "normal"
@@ -99,7 +99,7 @@ _OPTIONAL_NUMBERS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProtectionRequest:
     """One proposed position change for one asset (SPEC.md section 1)."""
 
@@ -193,7 +193,7 @@ class ProtectionRequest:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProtectionResult:
     """One protection's verdict on one request: a trace entry."""
 
@@ -233,7 +233,7 @@ class ProtectionResult:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StateChange:
     """A change to an asset's state that committing the decision applies (SPEC.md section 6)."""
 
@@ -265,7 +265,7 @@ class StateChange:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PolicyRef:
     name: str
     version: str
@@ -275,7 +275,7 @@ class PolicyRef:
         return {"name": self.name, "version": self.version, "sha256": self.sha256}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProtectionDecision:
     """The engine's answer to one request (SPEC.md section 5); a value, see `to_dict`."""
 
@@ -413,17 +413,23 @@ MAX_MAGNITUDE = 1e15
 
 def _number_issues(data: Mapping[str, Any], source: str | None) -> list[Issue]:
     """NaN and infinity pass JSON Schema's `number`; they must never reach a comparison."""
-    found = [(f"$.{name}", data.get(name)) for name in _OPTIONAL_NUMBERS]
-    state = data.get("state") or {}
-    found.append(("$.state.grace.original_size", (state.get("grace") or {}).get("original_size")))
-    found.extend((f"$.state.events[{i}].size", e.get("size")) for i, e in enumerate(state.get("events") or ()))
+    found = [(name, data.get(name)) for name in _OPTIONAL_NUMBERS]
+    state = data.get("state")
+    if state:
+        grace = state.get("grace")
+        if grace:
+            found.append(("state.grace.original_size", grace.get("original_size")))
+        for index, event in enumerate(state.get("events") or ()):
+            found.append((f"state.events[{index}].size", event.get("size")))
     issues = []
     for path, value in found:
+        if value is None or -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
+            continue  # NaN fails both comparisons, so it falls through to here
         if isinstance(value, float) and not math.isfinite(value):
-            issues.append(Issue("number-not-finite", path, f"`{value}` is not a finite number", source))
-        elif isinstance(value, (int, float)) and abs(value) > MAX_MAGNITUDE:
+            issues.append(Issue("number-not-finite", f"$.{path}", f"`{value}` is not a finite number", source))
+        else:
             shown = repr(value) if len(repr(value)) <= 24 else repr(value)[:21] + "..."
-            issues.append(Issue("number-out-of-range", path, f"`{shown}` is beyond +/-{MAX_MAGNITUDE:g}", source))
+            issues.append(Issue("number-out-of-range", f"$.{path}", f"`{shown}` is beyond +/-{MAX_MAGNITUDE:g}", source))
     if data.get("metadata"):
         try:
             json.dumps(data["metadata"], allow_nan=False)

@@ -17,8 +17,8 @@ this driver designs around, each pinned by tests/test_network.py:
 from __future__ import annotations
 
 import json
-import math
 import queue
+import re
 import threading
 from typing import Any, Mapping
 
@@ -26,36 +26,21 @@ import durable_rules_engine as _dre
 
 from .errors import EngineFailure
 
-_string = json.JSONEncoder(ensure_ascii=False).encode
-
-
-def _number(value: float) -> str:
-    # durable-rules' JSON parser rejects an exponent without a decimal point before it
-    # (`1e-05` is error 204, `1.0e-05` is fine), and Python's repr writes exactly that form.
-    text = repr(value)
-    if not math.isfinite(value):
-        raise EngineFailure(f"fact value `{text}` is not a finite number")
-    mantissa, exponent, power = text.partition("e")
-    if exponent and "." not in mantissa:
-        text = f"{mantissa}.0e{power}"
-    return text
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+# durable-rules' JSON parser rejects an exponent without a decimal point before it (`1e-05`
+# is error 204, `1.0e-05` is fine), which is how Python writes very small and large floats.
+# Facts are flat and their only strings are field names and enum words, so after a `:` a run
+# of digits followed by `e` can only be such a number.
+_BARE_EXPONENT = re.compile(r"(:-?\d+)e")
 
 
 def _encode(fact: Mapping[str, Any]) -> str:
-    """Flat facts only (the compiler declares every field as bool, int, float or str)."""
-    parts = []
-    for key, value in fact.items():
-        kind = type(value)
-        if kind is bool:
-            text = "true" if value else "false"
-        elif kind is int:
-            text = str(value)
-        elif kind is float:
-            text = _number(value)
-        else:
-            text = _string(value)
-        parts.append(f"{_string(key)}:{text}")
-    return "{" + ",".join(parts) + "}"
+    try:
+        text = _json(fact)
+    except ValueError as exc:  # NaN or infinity
+        raise EngineFailure(f"fact is not finite JSON: {exc}") from None
+    return _BARE_EXPONENT.sub(r"\1.0e", text) if "e" in text else text
+
 
 MAX_STATES = 900  # the C engine holds at most 1024 live state ids per ruleset
 

@@ -15,7 +15,7 @@ from .protections.regime_override import SEVERITIES
 from .validation import did_you_mean, schema_issues
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Policy:
     """A validated policy. `sha256` hashes its canonical JSON, so comments and layout don't count."""
 

@@ -20,7 +20,7 @@ from .models import AssetState, CoreDesignation, GraceState, PositionEvent, Prot
 SCHEMA_VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CoreRecord:
     """A core designation as stored, with its bookkeeping."""
 

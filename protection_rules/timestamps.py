@@ -7,6 +7,7 @@ network, which has no date type. A duration of N days is exactly N x 24 h.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from datetime import datetime, timedelta, timezone
 
 MICROS_PER_SECOND = 1_000_000
@@ -29,6 +30,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _EPOCH_NAIVE = datetime(1970, 1, 1)
 
 
+@lru_cache(maxsize=8192)
 def parse_instant(text: str) -> int:
     """Parse an ISO-8601 timestamp or date into epoch microseconds (UTC).
 
@@ -49,6 +51,7 @@ def parse_instant(text: str) -> int:
     return (delta.days * 86_400 + delta.seconds) * MICROS_PER_SECOND + delta.microseconds
 
 
+@lru_cache(maxsize=8192)
 def format_instant(micros: int) -> str:
     """Render epoch microseconds as `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`."""
     return (_EPOCH_NAIVE + timedelta(microseconds=micros)).isoformat() + "Z"

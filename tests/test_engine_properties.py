@@ -13,10 +13,11 @@ import json
 from typing import Any
 
 import jsonschema
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-
 from spec_helpers import DAY, HIERARCHY, REPO, SECOND, STATUSES, at, comparable, iso
+
 from protection_rules import Engine
 
 NOW = at("2026-03-20T12:00:00Z")
@@ -342,3 +343,13 @@ def test_engine_agrees_with_an_independent_spec_model(request: dict[str, Any]) -
         "changes": [change.type for change in decision.state_changes],
     }
     assert got == reference(request), (request, decision.to_dict())
+
+
+@pytest.mark.parametrize(
+    "current_date",
+    [["2026-03-12"], {"at": "2026-03-12"}, 20260312, None, "2026-02-30", "x" * 10_000],
+    ids=["list", "object", "number", "null", "impossible", "long"],
+)
+def test_unreadable_current_date_is_a_deny_not_an_exception(current_date: Any) -> None:
+    decision = ENGINE.evaluate({"asset": "A", "action": "close", "current_date": current_date})
+    assert decision.blocking_systems == ("error",) and decision.evaluated_at is None

@@ -10,7 +10,7 @@ from ..models import AssetState, ProtectionRequest, StateChange, Status
 Op = Literal["==", "<", "<=", ">", ">=", "in"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Condition:
     """One test on one fact field; the compiler turns it into durable-rules JSON and Python."""
 
@@ -40,7 +40,7 @@ class Condition:
         return f"{self.field} {self.op} {value}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RuleSpec:
     """A rule as a protection declares it: `<protection>.<outcome>[.<variant>]`, all conditions ANDed."""
 
@@ -48,7 +48,7 @@ class RuleSpec:
     conditions: tuple[Condition, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Context:
     """Everything about one request that protections read, resolved once (see facts.py)."""
 
@@ -60,7 +60,7 @@ class Context:
     entry_source: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """A protection's lean verdict; the engine stamps priority and fired rule ids on it."""
 
@@ -87,6 +87,7 @@ class Protection:
     def __init__(self, block: Mapping[str, Any]):
         self.enabled: bool = block["enabled"]
         self.blocks: tuple[str, ...] = tuple(block.get("blocks", ()))
+        self._blocked_list = ", ".join(self.blocks) or "nothing"
 
     def facts(self, ctx: Context) -> dict[str, Any]:
         raise NotImplementedError
@@ -104,5 +105,6 @@ class Protection:
         """`not_applicable` when this protection never blocks the requested action."""
         if ctx.request.action in self.blocks:
             return None
-        allowed = ", ".join(self.blocks) or "nothing"
-        return Outcome("not_applicable", f"`{ctx.request.action}` is not an action {self.name} blocks (it blocks: {allowed})")
+        return Outcome(
+            "not_applicable", f"`{ctx.request.action}` is not an action {self.name} blocks (it blocks: {self._blocked_list})"
+        )
