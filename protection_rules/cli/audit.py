@@ -42,7 +42,7 @@ def _filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--policy-version", default=None, metavar="VERSION", help="Only decisions under this policy version."),
         click.option("--since", default=None, metavar="ISO", callback=_instant, help="Only evaluated_at >= this instant."),
         click.option("--until", default=None, metavar="ISO", callback=_instant, help="Only evaluated_at < this instant."),
-        click.option("--trace-id", default=None, metavar="ID", help="Only the decision with this trace id."),
+        click.option("--trace-id", default=None, metavar="ID", help="Only the decisions with this trace id (one evaluate call, or one batch)."),
     ]
     for option in reversed(options):
         command = option(command)
