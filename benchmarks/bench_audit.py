@@ -32,7 +32,7 @@ REQUEST = {
 
 
 def make_records(count: int) -> list[dict]:
-    decision = Engine.from_policy(ROOT / "policies" / "default.yaml").evaluate(REQUEST).to_dict()
+    decision = Engine.from_policy(ROOT / "policies" / "default.yaml", audit=None).evaluate(REQUEST).to_dict()
     records = []
     for _ in range(count):
         decision_id = uuid.uuid4().hex

@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     requests = make_requests(args.requests)
-    engine = Engine.from_policy()
+    engine = Engine.from_policy(audit=None)  # the rule path alone; audit-on figures follow
 
     # agreement first: the baseline must decide like the engine, or its timing means nothing
     decisions = engine.evaluate_many(requests)

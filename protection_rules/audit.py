@@ -47,7 +47,16 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Protocol, Sequence
+from typing import (
+    Any,
+    Callable,
+    Iterable,
+    Iterator,
+    Literal,
+    Mapping,
+    Protocol,
+    Sequence,
+)
 
 from .errors import AuditError
 from .timestamps import MICROS_PER_SECOND, format_instant, parse_instant
@@ -59,6 +68,7 @@ __all__ = [
     "AuditSink",
     "JsonlAuditLog",
     "SqliteAuditLog",
+    "UnwritableAudit",
     "VerifyResult",
     "canonical_json",
     "open_audit",
@@ -1049,3 +1059,16 @@ def _summarise(rows: Iterable[tuple[str, list[str], bool, float | None, int | No
             tally.add(decision, blocking, override, time_ms)
     days = sorted(per_day, key=lambda day: (day is None, day or ""))
     return {**total.summary(), "per_day": [{"day": day, **per_day[day].summary()} for day in days]}
+
+
+class UnwritableAudit:
+    """Stands in for an audit log that cannot be opened: every append fails, so every decision denies."""
+
+    def __init__(self, path: str, problem: str):
+        self.path, self.problem = path, problem
+
+    def append(self, records: Sequence[Mapping[str, Any]]) -> None:
+        raise AuditError(self.problem)
+
+    def close(self) -> None:
+        return None

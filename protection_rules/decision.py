@@ -7,7 +7,13 @@ from typing import Any, Mapping, Sequence
 
 from .compiler import CompiledPolicy
 from .errors import EXIT_APPROVED, EXIT_DENIED, EXIT_INTERNAL, EXIT_INVALID_INPUT, Issue
-from .models import PolicyRef, ProtectionDecision, ProtectionRequest, ProtectionResult, StateChange
+from .models import (
+    PolicyRef,
+    ProtectionDecision,
+    ProtectionRequest,
+    ProtectionResult,
+    StateChange,
+)
 from .protections import Context
 from .protections.regime_override import RegimeOverride
 from .timestamps import parse_instant

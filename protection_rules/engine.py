@@ -12,11 +12,19 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Seq
 from . import __version__
 from .compiler import FACT_KIND, SENTINEL, CompiledPolicy, compile_policy
 from .decision import assemble, failed_closed
-from .errors import AuditError, EngineFailure, InputInvalid, Issue, RequestInvalid, StateError
+from .errors import (
+    AuditError,
+    EngineFailure,
+    InputInvalid,
+    Issue,
+    RequestInvalid,
+    StateError,
+)
 from .facts import enrich, resolve_context
 from .loading import RequestDocument, SourceMap
 from .models import ProtectionDecision, ProtectionRequest, state_chronology_issues
 from .network import RuleNetwork
+from .paths import AUDIT_ENV, default_audit_path
 from .policy import Policy, load_policy
 from .protections import Context
 from .resources import default_policy_path
@@ -28,8 +36,29 @@ if TYPE_CHECKING:
     from .audit import AuditSink
 
 
+def open_default_audit() -> AuditSink:
+    """The audit log at `$PROTECT_AUDIT`, else the default path; an unopenable one denies all."""
+    from .audit import UnwritableAudit, open_audit
+
+    target = os.environ.get(AUDIT_ENV) or default_audit_path()
+    try:
+        return open_audit(target)
+    except AuditError as exc:
+        return UnwritableAudit(str(target), str(exc))
+
+
 class DecisionInvalid(InputInvalid):
     kind = "decision"
+
+
+class _DefaultAudit:
+    """Marks "no `audit` argument": record in the default audit trail (SPEC: every decision)."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT_AUDIT"
+
+
+DEFAULT_AUDIT: Any = _DefaultAudit()
 
 
 class Engine:
@@ -37,8 +66,10 @@ class Engine:
 
     Several engines (several policy versions) live side by side in one process: each owns
     its own rule network, named after the policy's content hash. With a `state` store,
-    requests without a `state` object read the asset's state from it; with an `audit` sink,
-    every decision is recorded before it is returned, and one that cannot be recorded is a deny.
+    requests without a `state` object read the asset's state from it. Every decision is
+    recorded in the audit trail before it is returned, and one that cannot be recorded is a
+    deny: by default in `$PROTECT_AUDIT` or the default audit log (see paths.py); pass
+    `audit=None` to record nothing, or a sink of your own.
     """
 
     def __init__(
@@ -46,12 +77,12 @@ class Engine:
         compiled: CompiledPolicy,
         *,
         state: StateStore | None = None,
-        audit: AuditSink | None = None,
+        audit: AuditSink | None = DEFAULT_AUDIT,
         new_id: Callable[[], str] | None = None,
     ):
         self.compiled = compiled
         self.state = state
-        self.audit = audit
+        self.audit = open_default_audit() if audit is DEFAULT_AUDIT else audit
         self._protections = compiled.enabled_protections()
         self._new_id = new_id or _random_id
         self._network = RuleNetwork(

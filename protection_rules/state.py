@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Iterable, Literal, Protocol
 
 from .errors import StateError
-from .models import AssetState, CoreDesignation, GraceState, PositionEvent, ProtectionDecision
+from .models import (
+    AssetState,
+    CoreDesignation,
+    GraceState,
+    PositionEvent,
+    ProtectionDecision,
+)
 
 SCHEMA_VERSION = 1
 

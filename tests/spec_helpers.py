@@ -16,7 +16,12 @@ from typing import Any, Mapping
 import yaml
 
 from protection_rules import Engine
-from protection_rules.timestamps import MICROS_PER_DAY, MICROS_PER_SECOND, format_instant, parse_instant
+from protection_rules.timestamps import (
+    MICROS_PER_DAY,
+    MICROS_PER_SECOND,
+    format_instant,
+    parse_instant,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_POLICY = REPO / "policies" / "default.yaml"

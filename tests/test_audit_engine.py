@@ -155,3 +155,47 @@ def test_audit_verify_names_a_record_changed_with_sqlite(tmp_path):
     result = invoke("audit", "verify", "--audit", str(path))
     assert result.exit_code == 1
     assert "record #2" in result.output
+
+
+def test_the_api_records_by_default_and_audit_none_records_nothing(tmp_path, monkeypatch):
+    path = tmp_path / "env-audit.sqlite"
+    monkeypatch.setenv("PROTECT_AUDIT", str(path))
+    Engine.from_policy().evaluate(OPEN)
+    Engine.from_policy(audit=None).evaluate(OPEN)
+    assert [r["asset"] for r in stored(path)] == ["AMZN"]
+
+
+def test_an_unopenable_default_audit_log_denies_through_the_api(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROTECT_AUDIT", str(unwritable(tmp_path)))
+    decision = Engine.from_policy().evaluate(OPEN)
+    assert decision.blocking_systems == ("error",) and decision.errors[0].code == "audit-error"
+
+
+def _evaluate_many_times(path: str, worker: int, count: int) -> None:
+    from protection_rules import Engine
+    from protection_rules.audit import open_audit
+
+    sink = open_audit(path)
+    engine = Engine.from_policy(audit=sink)
+    for n in range(count):
+        engine.evaluate({**OPEN, "request_id": f"w{worker}-{n}"})
+    sink.close()
+
+
+@pytest.mark.parametrize("name", ["audit.sqlite", "audit.jsonl"])
+def test_four_processes_evaluating_at_once_lose_nothing(tmp_path, name):
+    import multiprocessing
+
+    path = str(tmp_path / name)
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_evaluate_many_times, args=(path, w, 500)) for w in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=300)
+        assert worker.exitcode == 0
+    records = stored(Path(path))
+    assert len(records) == 2000
+    assert {r["request"]["request_id"] for r in records} == {f"w{w}-{n}" for w in range(4) for n in range(500)}
+    with open_audit(path, mode="read") as log:
+        assert log.verify().ok

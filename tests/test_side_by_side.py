@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from spec_helpers import DEFAULT_POLICY, comparable
+
 from protection_rules import Engine
 
 NOW = "2026-03-20T12:00:00Z"

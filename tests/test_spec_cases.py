@@ -34,8 +34,8 @@ from typing import Any
 
 import pytest
 import yaml
-
 from spec_helpers import REPO, EngineCache, same_value, statuses, trace_entry
+
 from protection_rules.timestamps import parse_instant
 
 CASES_DIR = Path(__file__).resolve().parent / "cases"

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import pytest
-
 from spec_helpers import DAY, SECOND, at, iso, trace_entry
+
 from protection_rules import Engine
 
 B = "2026-03-20T12:00:00Z"  # every boundary below is placed at this instant

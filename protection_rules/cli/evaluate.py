@@ -11,7 +11,14 @@ from ..decision import exit_code
 from ..loading import DocumentInvalid, RequestDocument, read_requests, read_text
 from ..reporting import decision_json, decision_text
 from ..timestamps import format_instant, parse_instant
-from .options import audit_options, build_engine, open_sink, open_store, policy_option, state_option
+from .options import (
+    audit_options,
+    build_engine,
+    open_sink,
+    open_store,
+    policy_option,
+    state_option,
+)
 
 
 @click.command()

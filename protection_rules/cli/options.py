@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import click
 
 from ..engine import Engine
-from ..errors import EXIT_INTERNAL, EXIT_INVALID_INPUT, AuditError, PolicyInvalid, StateError
+from ..errors import (
+    EXIT_INTERNAL,
+    EXIT_INVALID_INPUT,
+    AuditError,
+    PolicyInvalid,
+    StateError,
+)
 from ..paths import AUDIT_ENV, STATE_ENV, default_audit_path, default_state_path
 from ..reporting import issues_text
 from ..resources import default_policy_path
@@ -68,28 +74,16 @@ def open_store(path: str | None, *, for_writing: bool) -> StateStore | None:
 
 
 def open_sink(path: str | None, no_audit: bool) -> Any:
+    """The audit sink for a command; one that cannot be opened makes every decision a deny."""
     if no_audit:
         return None
-    from ..audit import open_audit
+    from ..audit import UnwritableAudit, open_audit
 
     target = Path(path) if path else default_audit_path()
     try:
         return open_audit(target, clock=time.time)
     except AuditError as exc:
-        return _Unwritable(str(target), str(exc))
-
-
-class _Unwritable:
-    """Stands in for an audit log that cannot be opened: every append fails, so every decision denies."""
-
-    def __init__(self, path: str, problem: str):
-        self.path, self.problem = path, problem
-
-    def append(self, records: Sequence[Any]) -> None:
-        raise AuditError(self.problem)
-
-    def close(self) -> None:
-        return None
+        return UnwritableAudit(str(target), str(exc))
 
 
 def build_engine(policy_path: str | None, **options: Any) -> Engine:

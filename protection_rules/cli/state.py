@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from ..errors import EXIT_INTERNAL, EXIT_INVALID_INPUT, ProtectionRulesError
 from ..designations import designate, extend, revoke
+from ..errors import EXIT_INTERNAL, EXIT_INVALID_INPUT, ProtectionRulesError
 from ..loading import DocumentInvalid, read_requests, read_text
 from ..reporting import issues_text, to_json_line
 from ..timestamps import format_instant, parse_instant
