@@ -93,7 +93,9 @@ def _translate(error: jsonschema.ValidationError, source: SourceMap) -> list[Iss
         relation = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[keyword]
         message = f"`{name}` must be {relation} {error.validator_value}, got `{_show(value)}`"
     elif keyword == "pattern":
-        message = f"`{_show(value)}` is not a valid `{name}` (must match `{error.validator_value}`)"
+        # the schema's own words say what is expected better than its regular expression
+        expected = error.schema.get("description") or f"must match `{error.validator_value}`"
+        message = f"`{_show(value)}` is not a valid `{name}`: {expected[0].lower() + expected[1:].rstrip('.')}"
     elif keyword in ("minLength", "minItems"):
         message = f"`{name}` must not be shorter than {error.validator_value}"
     elif keyword in ("maxLength", "maxItems"):
