@@ -1,0 +1,58 @@
+"""What every audit backend shares: the `AuditSink` protocol the engine writes to, the open
+modes, the stand-in for a log that cannot be opened, and the file-system plumbing."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+from typing import Any, Literal, Mapping, Protocol, Sequence
+
+from ..errors import AuditError
+
+DEFAULT_TIMEOUT = 30.0
+Mode = Literal["append", "read"]
+
+
+class AuditSink(Protocol):
+    """Where the engine writes one record per decision."""
+
+    path: str
+
+    def append(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Write the records in one transaction (all or none); raises `AuditError`."""
+
+    def close(self) -> None: ...
+
+
+class UnwritableAudit:
+    """Stands in for an audit log that cannot be opened: every append fails, so every decision denies."""
+
+    def __init__(self, path: str, problem: str):
+        self.path, self.problem = path, problem
+
+    def append(self, records: Sequence[Mapping[str, Any]]) -> None:
+        raise AuditError(self.problem)
+
+    def close(self) -> None:
+        return None
+
+
+def _make_parent(path: str) -> None:
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AuditError(f"{path}: cannot create the audit log's folder: {_os_reason(exc)}") from exc
+
+
+def _os_reason(exc: OSError) -> str:
+    return {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exhausted",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.EISDIR: "it is a folder",
+        errno.ENOTDIR: "a parent of it is a file, not a folder",
+        errno.EEXIST: "a parent of it is a file, not a folder",
+        errno.ENOENT: "no such file or folder",
+    }.get(exc.errno or 0, (exc.strerror or str(exc)).lower())
