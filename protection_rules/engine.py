@@ -22,7 +22,7 @@ from .errors import (
 )
 from .facts import enrich, resolve_context
 from .loading import RequestDocument, SourceMap
-from .models import ProtectionDecision, ProtectionRequest, state_chronology_issues
+from .models import ProtectionDecision, ProtectionRequest, prepare_request_validation, state_chronology_issues
 from .network import RuleNetwork
 from .paths import AUDIT_ENV, default_audit_path
 from .policy import Policy, load_policy
@@ -84,6 +84,7 @@ class Engine:
         self.state = state
         self.audit = open_default_audit() if audit is DEFAULT_AUDIT else audit
         self._protections = compiled.enabled_protections()
+        prepare_request_validation()  # compile once here, not inside the first decision's time
         self._new_id = new_id or _random_id
         self._network = RuleNetwork(
             compiled.ruleset_name,

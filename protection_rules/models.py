@@ -365,6 +365,11 @@ def _fast_validator() -> Any:
     return fastjsonschema.compile(schema("request"))
 
 
+def prepare_request_validation() -> None:
+    """Compile the request validator ahead of the first request (it takes milliseconds)."""
+    _fast_validator()
+
+
 def _fast_valid(data: Any) -> bool:
     try:
         _fast_validator()(data)
