@@ -151,14 +151,18 @@ class Engine:
     def _rejection(self, issues: Sequence[Issue], *, raw: str | None, trace_id: str) -> _Evaluated:
         started = time.perf_counter()
         decision = self._failed(_invalid_reason(issues), issues, None, trace_id, started)
-        return _Evaluated(decision, {"unparsed": raw} if raw is not None else None, None)
+        return self._evaluated(decision, {"unparsed": raw} if raw is not None else None, None)
+
+    def _evaluated(self, decision: ProtectionDecision, received: Any, ctx: Context | None) -> _Evaluated:
+        # the record is built now, so a batch does not keep every request's context alive
+        return _Evaluated(decision, received, _record(decision, received, ctx) if self.audit is not None else None)
 
     def _evaluate(self, request: Any, *, explain: bool, source: str | None, trace_id: str) -> _Evaluated:
         started = time.perf_counter()
         received = _as_received(request) if self.audit is not None else None
         try:
             decision, ctx = self._decide(request, explain=explain, source=source, trace_id=trace_id, started=started)
-            return _Evaluated(decision, received, ctx)
+            return self._evaluated(decision, received, ctx)
         except RequestInvalid as exc:
             decision = self._failed(_invalid_reason(exc.issues), exc.issues, request, trace_id, started)
         except EngineFailure as exc:
@@ -171,7 +175,7 @@ class Engine:
             message = f"{type(exc).__name__}: {exc}"
             issue = Issue("internal-error", "$", message, source)
             decision = self._failed(f"Internal error: {message}", [issue], request, trace_id, started)
-        return _Evaluated(decision, received, None)
+        return self._evaluated(decision, received, None)
 
     def _decide(
         self, request: Any, *, explain: bool, source: str | None, trace_id: str, started: float
@@ -227,7 +231,7 @@ class Engine:
         if self.audit is None:
             return [item.decision for item in evaluated]
         try:
-            self.audit.append([item.record() for item in evaluated])
+            self.audit.append([item.record for item in evaluated])
         except (AuditError, OSError, ValueError, TypeError) as exc:
             message = f"the decision could not be recorded in the audit trail: {exc}"
             return [
@@ -273,29 +277,29 @@ class Engine:
 class _Evaluated:
     decision: ProtectionDecision
     received: Any
-    ctx: Context | None
+    record: dict[str, Any] | None
 
-    def record(self) -> dict[str, Any]:
-        """The audit record: enough to replay the decision exactly (request + state + policy)."""
-        decision = self.decision
-        state = self.ctx.state.to_dict() if self.ctx is not None and self.ctx.state_source != "none" else None
-        return {
-            "decision_id": decision.decision_id,
-            "trace_id": decision.trace_id,
-            "evaluated_at": format_instant(decision.evaluated_at) if decision.evaluated_at is not None else None,
-            "asset": decision.asset,
-            "action": decision.action,
-            "decision": decision.decision,
-            "blocking_systems": list(decision.blocking_systems),
-            "override_applied": decision.override_applied,
-            "policy": decision.policy.to_dict(),
-            "engine_version": decision.engine_version,
-            "request": self.received,
-            "state": state,
-            "state_source": decision.state_source,
-            "decision_record": decision.to_dict(),
-            "decision_time_ms": decision.decision_time_ms,
-        }
+
+def _record(decision: ProtectionDecision, received: Any, ctx: Context | None) -> dict[str, Any]:
+    """The audit record: enough to replay the decision exactly (request + state + policy)."""
+    state = ctx.state.to_dict() if ctx is not None and ctx.state_source != "none" else None
+    return {
+        "decision_id": decision.decision_id,
+        "trace_id": decision.trace_id,
+        "evaluated_at": format_instant(decision.evaluated_at) if decision.evaluated_at is not None else None,
+        "asset": decision.asset,
+        "action": decision.action,
+        "decision": decision.decision,
+        "blocking_systems": list(decision.blocking_systems),
+        "override_applied": decision.override_applied,
+        "policy": decision.policy.to_dict(),
+        "engine_version": decision.engine_version,
+        "request": received,
+        "state": state,
+        "state_source": decision.state_source,
+        "decision_record": decision.to_dict(),
+        "decision_time_ms": decision.decision_time_ms,
+    }
 
 
 def _random_id() -> str:
