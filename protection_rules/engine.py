@@ -22,7 +22,12 @@ from .errors import (
 )
 from .facts import enrich, resolve_context
 from .loading import RequestDocument, SourceMap
-from .models import ProtectionDecision, ProtectionRequest, prepare_request_validation, state_chronology_issues
+from .models import (
+    ProtectionDecision,
+    ProtectionRequest,
+    prepare_request_validation,
+    state_chronology_issues,
+)
 from .network import RuleNetwork
 from .paths import AUDIT_ENV, default_audit_path
 from .policy import Policy, load_policy
