@@ -88,6 +88,7 @@ class Engine:
         self.compiled = compiled
         self.state = state
         self.audit = open_default_audit() if audit is DEFAULT_AUDIT else audit
+        self._owns_audit = audit is DEFAULT_AUDIT
         self._protections = compiled.enabled_protections()
         prepare_request_validation()  # compile once here, not inside the first decision's time
         self._new_id = new_id or _random_id
@@ -109,6 +110,17 @@ class Engine:
         if not isinstance(policy, Policy):
             policy = load_policy(policy if policy is not None else default_policy_path())
         return cls(compile_policy(policy), **options)
+
+    def close(self) -> None:
+        """Close the audit log this engine opened itself (sinks passed in stay the caller's)."""
+        if self._owns_audit and self.audit is not None:
+            self.audit.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @property
     def policy(self) -> Policy:

@@ -199,3 +199,16 @@ def test_four_processes_evaluating_at_once_lose_nothing(tmp_path, name):
     assert {r["request"]["request_id"] for r in records} == {f"w{w}-{n}" for w in range(4) for n in range(500)}
     with open_audit(path, mode="read") as log:
         assert log.verify().ok
+
+
+def test_an_engine_closes_only_the_audit_log_it_opened(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROTECT_AUDIT", str(tmp_path / "default.sqlite"))
+    with Engine.from_policy() as engine:
+        engine.evaluate(OPEN)
+    after = engine.evaluate(OPEN)  # its own log is closed: nothing can be recorded, so no approval
+    assert after.blocking_systems == ("error",) and "closed" in after.errors[0].message
+    sink = open_audit(tmp_path / "mine.sqlite")
+    with Engine.from_policy(audit=sink) as engine:
+        engine.evaluate(OPEN)
+    assert len(list(sink.records())) == 1  # the caller's sink is still open
+    sink.close()
