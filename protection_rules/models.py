@@ -11,7 +11,7 @@ from typing import Any, Literal, Mapping
 import fastjsonschema
 
 from .errors import Issue, RequestInvalid
-from .loading import SourceMap, json_path
+from .loading import SourceMap
 from .resources import schema
 from .timestamps import format_instant, parse_instant
 from .validation import schema_issues
@@ -482,5 +482,4 @@ __all__ = [
     "ProtectionResult",
     "RegimeContext",
     "StateChange",
-    "json_path",
 ]
