@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .errors import Issue, PolicyInvalid
+from .models import PolicyRef
 from .policy import Policy
 from .protections import Condition, Protection
 
@@ -51,6 +52,7 @@ class CompiledPolicy:
     max_activations: int
     mirror: Callable[[Mapping[str, Any]], tuple[str, ...]]
     protection_of: Mapping[str, str]
+    ref: PolicyRef
 
     @property
     def sha256(self) -> str:
@@ -103,6 +105,7 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         # an `in` expands to OR branches; each true branch is one activation
         mirror=_generate_mirror(rules),
         protection_of={rule.id: rule.protection for rule in rules},
+        ref=PolicyRef(policy.name, policy.version, policy.sha256),
         max_activations=1 + sum(math.prod(len(c.value) for c in r.conditions if c.op == "in") for r in rules),
     )
 

@@ -8,7 +8,6 @@ from typing import Any, Mapping, Sequence
 from .compiler import CompiledPolicy
 from .errors import EXIT_APPROVED, EXIT_DENIED, EXIT_INTERNAL, EXIT_INVALID_INPUT, Issue
 from .models import (
-    PolicyRef,
     ProtectionDecision,
     ProtectionRequest,
     ProtectionResult,
@@ -97,7 +96,7 @@ def assemble(
         unblocks_at=unblocks_at,
         trace=tuple(trace),
         state_changes=tuple(changes),
-        policy=policy_ref(compiled),
+        policy=compiled.ref,
         request_id=ctx.request.request_id,
         trace_id=trace_id,
         decision_time_ms=elapsed_ms(started),
@@ -136,7 +135,7 @@ def failed_closed(
         unblocks_at=None,
         trace=trace,
         state_changes=(),
-        policy=policy_ref(compiled),
+        policy=compiled.ref,
         request_id=request_id,
         trace_id=trace_id,
         decision_time_ms=elapsed_ms(started),
@@ -163,11 +162,6 @@ def exit_code(decisions: Sequence[ProtectionDecision]) -> int:
 
 def elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000.0, 4)
-
-
-def policy_ref(compiled: CompiledPolicy) -> PolicyRef:
-    policy = compiled.policy
-    return PolicyRef(policy.name, policy.version, policy.sha256)
 
 
 def _salvage(request: Any) -> tuple[str | None, str | None, str | None, int | None]:

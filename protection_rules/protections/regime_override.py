@@ -25,6 +25,10 @@ class RegimeOverride(Protection):
         self.bypass: dict[str, tuple[str, ...]] = {s: tuple(block["bypass"].get(s, ())) for s in SEVERITIES}
         self.cooldown_days: int = block["cooldown_days"]
         self.max_age_days: int = block["max_age_days"]
+        self._available_ids = tuple(
+            (severity, f"{self.name}.available.{severity}", f"{self.name}.available.{severity}.cooled_down")
+            for severity in SEVERITIES
+        )
 
     def facts(self, ctx: Context) -> dict[str, Any]:
         regime = ctx.request.regime
@@ -65,9 +69,8 @@ class RegimeOverride(Protection):
 
     def available(self, fired: frozenset[str]) -> str | None:
         """The severity whose override rule fired, if any."""
-        for severity in SEVERITIES:
-            prefix = f"{self.name}.available.{severity}"
-            if prefix in fired or f"{prefix}.cooled_down" in fired:
+        for severity, first, cooled in self._available_ids:
+            if first in fired or cooled in fired:
                 return severity
         return None
 
