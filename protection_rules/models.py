@@ -51,11 +51,6 @@ class AssetState:
     events: tuple[PositionEvent, ...] = ()
     last_override_at: Instant | None = None
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AssetState:
-        """Parse a state object that already matches the request schema's `state`."""
-        return _parse_state(data, lambda text, path: _at(text))
-
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.core:
@@ -204,10 +199,6 @@ class ProtectionResult:
     facts: Mapping[str, Any] = field(default_factory=dict)
     rules: tuple[str, ...] = ()
     unblocks_at: Instant | None = None
-
-    @property
-    def blocks_action(self) -> bool:
-        return self.status == "block"
 
     def to_dict(self) -> dict[str, Any]:
         return {

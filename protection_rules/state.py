@@ -8,22 +8,40 @@ through their own calls. Two implementations share one contract (tests/test_stat
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal, Protocol
 
-from .errors import StateError
+from .errors import Issue, RequestInvalid, StateError
 from .models import (
+    MAX_MAGNITUDE,
     AssetState,
     CoreDesignation,
     GraceState,
     PositionEvent,
     ProtectionDecision,
 )
+from .resources import schema
 
 SCHEMA_VERSION = 1
+# the request schema's asset pattern: what no request could name must not be stored either
+_ASSET = re.compile(schema("request")["properties"]["asset"]["pattern"])
+
+
+def check_input(asset: str, size: float | None = None) -> None:
+    """Refuse what would be stored wrong: an asset no request can name, a size that is no size."""
+    issues = []
+    if not isinstance(asset, str) or not _ASSET.search(asset):
+        issues.append(Issue("asset-invalid", "$.asset", f"`{asset}` is not a valid asset symbol"))
+    if size is not None and (
+        isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 <= size <= MAX_MAGNITUDE
+    ):
+        issues.append(Issue("size-invalid", "$.size", f"`{size}` is not a size (a finite number >= 0)"))
+    if issues:
+        raise RequestInvalid(issues)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +120,7 @@ class MemoryStateStore:
             return True
 
     def record_execution(self, asset: str, kind: Literal["open", "close"], at: int, size: float | None) -> None:
+        check_input(asset, size)
         with self._lock:
             self._events.setdefault(asset, []).append(PositionEvent(kind, at, size))
             if kind == "close":
@@ -116,6 +135,7 @@ class MemoryStateStore:
             return sorted(self._cores.values(), key=lambda c: c.asset)
 
     def put_core(self, record: CoreRecord) -> None:
+        check_input(record.asset)
         with self._lock:
             self._cores[record.asset] = record
 
@@ -243,6 +263,7 @@ class SqliteStateStore:
         return self._write(statements, guard=decision_id)
 
     def record_execution(self, asset: str, kind: Literal["open", "close"], at: int, size: float | None) -> None:
+        check_input(asset, size)
         statements = [("INSERT INTO events (asset, type, at, size) VALUES (?, ?, ?, ?)", (asset, kind, at, size))]
         if kind == "close":
             statements.append(("DELETE FROM grace WHERE asset = ?", (asset,)))
@@ -257,6 +278,7 @@ class SqliteStateStore:
         return [CoreRecord(*row) for row in rows]
 
     def put_core(self, record: CoreRecord) -> None:
+        check_input(record.asset)
         self._write(
             [
                 (

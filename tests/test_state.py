@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from protection_rules import Engine, StateError
+from protection_rules import Engine, RequestInvalid, StateError
 from protection_rules.designations import CoreLimitError, designate, extend, revoke
 from protection_rules.engine import DecisionInvalid
 from protection_rules.models import AssetState, GraceState, PositionEvent
@@ -212,3 +212,41 @@ def test_store_failure_during_evaluate_is_a_deny(tmp_path):
     decision = engine.evaluate(failing_close())
     assert not decision.approved and decision.blocking_systems == ("error",)
     assert decision.errors[0].code == "state-error"
+
+
+@pytest.mark.parametrize(
+    ("asset", "size", "code"),
+    [
+        ("AA PL", 0.05, "asset-invalid"),
+        ("AAPL\n", None, "asset-invalid"),
+        ("", None, "asset-invalid"),
+        ("AAPL", float("nan"), "size-invalid"),
+        ("AAPL", float("inf"), "size-invalid"),
+        ("AAPL", -5.0, "size-invalid"),
+        ("AAPL", True, "size-invalid"),
+    ],
+)
+def test_bad_executions_are_refused_and_nothing_is_stored(store, asset, size, code):
+    with pytest.raises(RequestInvalid) as caught:
+        store.record_execution(asset, "open", at(NOW), size)
+    assert caught.value.issues[0].code == code
+    assert store.load("AAPL") is None and store.load(asset) is None
+
+
+def test_a_core_designation_needs_a_valid_asset(store):
+    rules = Engine.from_policy(audit=None).policy.protections["core_asset_immunity"]
+    with pytest.raises(RequestInvalid):
+        designate(store, rules, "x y", at(NOW))
+    assert store.cores() == []
+
+
+def test_cli_refuses_a_bad_execution_with_exit_3(tmp_path):
+    from click.testing import CliRunner
+
+    from protection_rules.cli import cli
+
+    path = tmp_path / "state.sqlite"
+    result = CliRunner().invoke(cli, ["state", "record", "open", "AA PL", "--size", "nan", "--state", str(path)])
+    assert result.exit_code == 3
+    assert "not a valid asset symbol" in result.output and "not a size" in result.output
+    assert SqliteStateStore(path).load("AA PL") is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 from pathlib import Path
-from typing import Any, Literal, Mapping, Protocol, Sequence
+from typing import Any, Literal, Mapping, Protocol, Self, Sequence
 
 from ..errors import AuditError
 
@@ -56,3 +56,21 @@ def _os_reason(exc: OSError) -> str:
         errno.EEXIST: "a parent of it is a file, not a folder",
         errno.ENOENT: "no such file or folder",
     }.get(exc.errno or 0, (exc.strerror or str(exc)).lower())
+
+
+class LogFile:
+    """What both audit logs share as files: `with` support and a readable repr."""
+
+    path: str
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"

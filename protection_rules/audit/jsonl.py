@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..errors import AuditError
-from .base import DEFAULT_TIMEOUT, Mode, _make_parent, _os_reason
+from .base import DEFAULT_TIMEOUT, LogFile, Mode, _make_parent, _os_reason
 from .chain import (
     GENESIS_HASH,
     VerifyResult,
@@ -29,7 +29,7 @@ from .chain import (
 from .query import _Filter, _micros, _summarise
 
 
-class JsonlAuditLog:
+class JsonlAuditLog(LogFile):
     """One canonical JSON record per line (see the package docstring)."""
 
     _FIRST_LINE_LIMIT = 64 * 1024 * 1024
@@ -69,15 +69,6 @@ class JsonlAuditLog:
         except BaseException:
             self.close()
             raise
-
-    def __enter__(self) -> JsonlAuditLog:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"JsonlAuditLog({self.path!r})"
 
     def close(self) -> None:
         with self._lock:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from ..errors import AuditError
-from .base import DEFAULT_TIMEOUT, Mode, _make_parent
+from .base import DEFAULT_TIMEOUT, LogFile, Mode, _make_parent
 from .chain import (
     GENESIS_HASH,
     VerifyResult,
@@ -84,7 +84,7 @@ _INSERT = (
 _STATS_COLUMNS = "decision, blocking_systems, override_applied, decision_time_ms, evaluated_us"
 
 
-class SqliteAuditLog:
+class SqliteAuditLog(LogFile):
     """The default sink: an embedded SQLite audit log (see the package docstring)."""
 
     def __init__(
@@ -116,15 +116,6 @@ class SqliteAuditLog:
         except BaseException:
             self.close()
             raise
-
-    def __enter__(self) -> SqliteAuditLog:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"SqliteAuditLog({self.path!r})"
 
     def close(self) -> None:
         with self._lock:

@@ -10,7 +10,12 @@ from typing import Any
 import click
 
 from ..designations import designate, extend, revoke
-from ..errors import EXIT_INTERNAL, EXIT_INVALID_INPUT, ProtectionRulesError
+from ..errors import (
+    EXIT_INTERNAL,
+    EXIT_INVALID_INPUT,
+    InputInvalid,
+    ProtectionRulesError,
+)
 from ..loading import DocumentInvalid, read_requests, read_text
 from ..reporting import issues_text, to_json_line
 from ..timestamps import format_instant, parse_instant
@@ -33,6 +38,8 @@ at_option = click.option("--at", "at", default=None, metavar="ISO", help="When i
 def _run(action: Any) -> Any:
     try:
         return action()
+    except InputInvalid as exc:
+        fail(issues_text(exc.issues), exc.exit_code)  # every problem, not just the first
     except ProtectionRulesError as exc:
         fail(str(exc), exc.exit_code)
 
