@@ -89,10 +89,15 @@ def baseline(request: dict) -> tuple[bool, list[str]]:
     day = MICROS_PER_DAY
     regime = request.get("regime") or {}
     severity = regime.get("severity") or "normal"
-    bypass = {"high": ("grace_period", "holding_period"), "critical": ("grace_period", "holding_period", "whipsaw_protection")}.get(severity, ())
+    bypass = {
+        "high": ("grace_period", "holding_period"),
+        "critical": ("grace_period", "holding_period", "whipsaw_protection"),
+    }.get(severity, ())
     changed_at = parse_instant(regime["change_date"]) if regime.get("change_date") else now
     last = parse_instant(state["last_override_at"]) if state.get("last_override_at") else None
-    available = bool(regime.get("changed")) and bool(bypass) and now - changed_at < 7 * day and (last is None or now - last >= 30 * day)
+    available = (
+        bool(regime.get("changed")) and bool(bypass) and now - changed_at < 7 * day and (last is None or now - last >= 30 * day)
+    )
     blocked = []
     score = request.get("current_score")
     grace = state.get("grace")
@@ -155,7 +160,11 @@ def cold_cli(runs: int = 5) -> float | None:
 def audit_figures(requests: list[dict]) -> None:
     """Decisions/s with the SQLite audit trail on: per-decision commits vs one per batch."""
     with tempfile.TemporaryDirectory() as folder:
-        for label, batch in (("audit on, single", 1), ("audit on, batch 100", 100), (f"audit on, batch {len(requests)}", len(requests))):
+        for label, batch in (
+            ("audit on, single", 1),
+            ("audit on, batch 100", 100),
+            (f"audit on, batch {len(requests)}", len(requests)),
+        ):
             sink = open_audit(Path(folder) / f"audit-{batch}.sqlite")
             engine = Engine.from_policy(audit=sink)
             started = time.perf_counter()
@@ -181,7 +190,7 @@ def main() -> None:
 
     # agreement first: the baseline must decide like the engine, or its timing means nothing
     decisions = engine.evaluate_many(requests)
-    disagreements = sum(d.approved != baseline(r)[0] for d, r in zip(decisions, requests))
+    disagreements = sum(d.approved != baseline(r)[0] for d, r in zip(decisions, requests, strict=True))
     errors = sum("error" in d.blocking_systems for d in decisions)
     approved = sum(d.approved for d in decisions)
     print(f"requests: {len(requests)}  approved: {approved}  errors: {errors}  baseline disagreements: {disagreements}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .engine import Engine  # noqa: E402
-from .errors import (  # noqa: E402
+from .engine import Engine
+from .errors import (
     AuditError,
     EngineFailure,
     Issue,
@@ -14,8 +14,8 @@ from .errors import (  # noqa: E402
     RequestInvalid,
     StateError,
 )
-from .models import ProtectionDecision, ProtectionRequest, ProtectionResult  # noqa: E402
-from .policy import Policy, load_policy  # noqa: E402
+from .models import ProtectionDecision, ProtectionRequest, ProtectionResult
+from .policy import Policy, load_policy
 
 __all__ = [
     "AuditError",

@@ -11,8 +11,9 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .errors import Issue, PolicyInvalid
 from .models import PolicyRef
@@ -125,7 +126,7 @@ def _generate_mirror(rules: list[CompiledRule]) -> Callable[[Mapping[str, Any]],
         lines.append(f"        fired.append({rule.id!r})")
     lines.append("    return tuple(fired)")
     namespace: dict[str, Any] = {}
-    exec(compile("\n".join(lines), "<policy mirror>", "exec"), namespace)  # noqa: S102
+    exec(compile("\n".join(lines), "<policy mirror>", "exec"), namespace)
     return namespace["mirror"]
 
 

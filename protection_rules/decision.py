@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .compiler import CompiledPolicy
 from .errors import EXIT_APPROVED, EXIT_DENIED, EXIT_INTERNAL, EXIT_INVALID_INPUT, Issue
@@ -83,7 +84,9 @@ def assemble(
         regime = ctx.request.regime
         moves = " to ".join(r for r in (regime.old_regime, regime.new_regime) if r) if regime else ""
         transition = f", {moves} transition" if moves else ""
-        override_reason = "; ".join(f"regime override bypassed {name}" for name in overridden) + f" ({severity} severity{transition})"
+        override_reason = (
+            "; ".join(f"regime override bypassed {name}" for name in overridden) + f" ({severity} severity{transition})"
+        )
         changes.append(StateChange("override_used", ctx.request.asset, ctx.now, severity=severity, bypassed=tuple(overridden)))
     times = [unblocks.get(name) for name in blocking]
     unblocks_at = max(times) if blocking and all(t is not None for t in times) else None  # type: ignore[type-var]
@@ -122,9 +125,7 @@ def failed_closed(
 ) -> ProtectionDecision:
     """SPEC.md 5.8: any error or invalid request is a deny with `error` in `blocking_systems`."""
     policy = compiled.policy
-    trace = tuple(
-        ProtectionResult(name, priority, "error", reason) for priority, name in enumerate(policy.hierarchy, start=1)
-    )
+    trace = tuple(ProtectionResult(name, priority, "error", reason) for priority, name in enumerate(policy.hierarchy, start=1))
     asset, action, request_id, evaluated_at = _salvage(request)
     return ProtectionDecision(
         approved=False,

@@ -34,7 +34,9 @@ def extend(store: StateStore, rules: CoreAssetImmunity, asset: str, at: int) -> 
     if existing is None or not _active(existing, at):
         raise CoreLimitError(f"`{asset}` is not a core asset at {format_instant(at)}")
     if existing.extensions >= rules.max_extensions:
-        raise CoreLimitError(f"`{asset}` was already extended {existing.extensions} times; the policy allows {rules.max_extensions}")
+        raise CoreLimitError(
+            f"`{asset}` was already extended {existing.extensions} times; the policy allows {rules.max_extensions}"
+        )
     expires = existing.expires_at + days(rules.expiry_days) if existing.expires_at is not None else None
     record = CoreRecord(asset, existing.designated_at, expires, existing.extensions + 1, existing.reason)
     store.put_core(record)

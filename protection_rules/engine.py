@@ -6,8 +6,9 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import __version__
 from .compiler import FACT_KIND, SENTINEL, CompiledPolicy, compile_policy
@@ -188,7 +189,7 @@ class Engine:
         except StateError as exc:
             issue = Issue("state-error", "$", str(exc), source)
             decision = self._failed(f"State store error: {exc}", [issue], request, trace_id, started)
-        except Exception as exc:  # noqa: BLE001 - the fail-closed boundary: no error is an approval
+        except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
             issue = Issue("internal-error", "$", message, source)
             decision = self._failed(f"Internal error: {message}", [issue], request, trace_id, started)
@@ -274,9 +275,11 @@ class Engine:
         if self.state is None:
             raise StateError("no state store configured: pass state=... or --state PATH")
         if not isinstance(decision, ProtectionDecision):
-            issues = schema_issues("decision", decision, SourceMap(None)) if isinstance(decision, dict) else [
-                Issue("schema-type", "$", "a decision must be a JSON object")
-            ]
+            issues = (
+                schema_issues("decision", decision, SourceMap(None))
+                if isinstance(decision, dict)
+                else [Issue("schema-type", "$", "a decision must be a JSON object")]
+            )
             if issues:
                 raise DecisionInvalid(issues)
             decision = ProtectionDecision.from_dict(decision)

@@ -7,7 +7,8 @@ numbers that were computed here against thresholds baked in by the compiler.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .models import AssetState, ProtectionRequest
 from .protections import Context, Protection

@@ -100,9 +100,7 @@ def decode(raw: bytes, name: str) -> str:
 
 def load_yaml(text: str, name: str) -> tuple[Any, SourceMap]:
     """Parse one YAML document into plain data plus a `SourceMap`."""
-    if not text.strip() or all(
-        not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()
-    ):
+    if not text.strip() or all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()):
         raise DocumentInvalid([Issue("file-empty", "$", "the file is empty", name, 1, 1)])
     tabs = _tab_indentation(text, name)
     if tabs:
@@ -123,9 +121,7 @@ def load_yaml(text: str, name: str) -> tuple[Any, SourceMap]:
         raise DocumentInvalid([Issue("yaml-syntax", "$", "yaml: nested too deeply", name)]) from None
     if len(nodes) != 1:
         line = starts[1] if len(starts) > 1 else 1
-        raise DocumentInvalid(
-            [Issue("yaml-multiple-documents", "$", "expected one YAML document, found several", name, line, 1)]
-        )
+        raise DocumentInvalid([Issue("yaml-multiple-documents", "$", "expected one YAML document, found several", name, line, 1)])
     source = SourceMap(name)
     issues: list[Issue] = []
     try:
@@ -158,8 +154,14 @@ def _scan(text: str, name: str) -> tuple[list[Issue], list[int]]:
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         if isinstance(event, yaml.AliasEvent):
             aliases.append(
-                Issue("yaml-alias", "$", "anchors and aliases are not allowed; write the value out", name,
-                      event.start_mark.line + 1, event.start_mark.column + 1)
+                Issue(
+                    "yaml-alias",
+                    "$",
+                    "anchors and aliases are not allowed; write the value out",
+                    name,
+                    event.start_mark.line + 1,
+                    event.start_mark.column + 1,
+                )
             )
         elif isinstance(event, yaml.DocumentStartEvent):
             starts.append(event.start_mark.line + 1)
@@ -190,7 +192,9 @@ def _build(node: Node, path: Path_, source: SourceMap, issues: list[Issue]) -> A
             if key in result:
                 first = source.keys[child]
                 issues.append(
-                    _at(key_node, "yaml-duplicate-key", child, f"duplicate key `{key}` (first defined on line {first[0]})", source)
+                    _at(
+                        key_node, "yaml-duplicate-key", child, f"duplicate key `{key}` (first defined on line {first[0]})", source
+                    )
                 )
                 continue
             source.keys[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
@@ -239,7 +243,9 @@ def load_json(text: str, name: str, *, line_offset: int = 0) -> Any:
             [Issue("json-syntax", "$", f"json: {exc.msg.lower()}", name, exc.lineno + line_offset, exc.colno)]
         ) from None
     except ValueError as exc:
-        raise DocumentInvalid([Issue("json-syntax", "$", f"json: {exc}", name, line_offset + 1 if line_offset else None)]) from None
+        raise DocumentInvalid(
+            [Issue("json-syntax", "$", f"json: {exc}", name, line_offset + 1 if line_offset else None)]
+        ) from None
     except RecursionError:
         raise DocumentInvalid([Issue("json-syntax", "$", "json: nested too deeply", name)]) from None
 

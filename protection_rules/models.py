@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import fastjsonschema
 
@@ -382,9 +383,7 @@ def _parse_state(data: Mapping[str, Any], at: Any) -> AssetState:
             at(core["designated_at"], "$.state.core.designated_at"),
             at(core.get("expires_at"), "$.state.core.expires_at"),
         ),
-        grace=None
-        if not grace
-        else GraceState(at(grace["started_at"], "$.state.grace.started_at"), grace.get("original_size")),
+        grace=None if not grace else GraceState(at(grace["started_at"], "$.state.grace.started_at"), grace.get("original_size")),
         # sorted by time, stably: events at the same instant keep their given order
         events=tuple(sorted(events, key=lambda e: e.at or 0)),
         last_override_at=at(data.get("last_override_at"), "$.state.last_override_at"),

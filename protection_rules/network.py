@@ -20,7 +20,8 @@ import json
 import queue
 import re
 import threading
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import durable_rules_engine as _dre
 

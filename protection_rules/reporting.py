@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import click
 
@@ -50,7 +51,9 @@ def decision_text(decision: ProtectionDecision, *, label: str | None = None) -> 
             lines.append(f"       {mark:<5} {check['rule']}: {conditions}")
     for issue in decision.errors:
         lines.append(f"  error: {issue}")
-    lines.append(f"  policy {decision.policy.name} {decision.policy.version} ({decision.policy.sha256[:12]})  trace {decision.trace_id}")
+    lines.append(
+        f"  policy {decision.policy.name} {decision.policy.version} ({decision.policy.sha256[:12]})  trace {decision.trace_id}"
+    )
     return "\n".join(lines)
 
 

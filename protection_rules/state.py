@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal, Protocol
+from typing import Literal, Protocol
 
 from .errors import Issue, RequestInvalid, StateError
 from .models import (
@@ -36,9 +37,7 @@ def check_input(asset: str, size: float | None = None) -> None:
     issues = []
     if not isinstance(asset, str) or not _ASSET.search(asset):
         issues.append(Issue("asset-invalid", "$.asset", f"`{asset}` is not a valid asset symbol"))
-    if size is not None and (
-        isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 <= size <= MAX_MAGNITUDE
-    ):
+    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 <= size <= MAX_MAGNITUDE):
         issues.append(Issue("size-invalid", "$.size", f"`{size}` is not a size (a finite number >= 0)"))
     if issues:
         raise RequestInvalid(issues)
@@ -192,7 +191,9 @@ class SqliteStateStore:
         db = self._db
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if tables and not tables <= _TABLES:
-            raise StateError(f"state store {self.path}: holds other tables ({', '.join(sorted(tables - _TABLES))}); not a state store")
+            raise StateError(
+                f"state store {self.path}: holds other tables ({', '.join(sorted(tables - _TABLES))}); not a state store"
+            )
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -203,7 +204,9 @@ class SqliteStateStore:
             if row is None:
                 db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
             elif row[0] > SCHEMA_VERSION:
-                raise StateError(f"state store {self.path}: schema version {row[0]} is newer than this release ({SCHEMA_VERSION})")
+                raise StateError(
+                    f"state store {self.path}: schema version {row[0]} is newer than this release ({SCHEMA_VERSION})"
+                )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

@@ -7,7 +7,7 @@ network, which has no date type. A duration of N days is exactly N x 24 h.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 MICROS_PER_SECOND = 1_000_000
@@ -26,7 +26,7 @@ TIMESTAMP_PATTERN = "^" + _SHAPE.pattern + "(?!\\n)$"
 # Far enough for any position; narrow enough that adding a policy's days never overflows.
 MIN_YEAR, MAX_YEAR = 1900, 2999
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_NAIVE = datetime(1970, 1, 1)
 
 
@@ -46,7 +46,7 @@ def parse_instant(text: str) -> int:
     if not MIN_YEAR <= moment.year <= MAX_YEAR:
         raise ValueError(f"`{text}` is outside the supported years {MIN_YEAR}..{MAX_YEAR}")
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * MICROS_PER_SECOND + delta.microseconds
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import itertools
 import json
 import multiprocessing
 import sqlite3
@@ -13,8 +14,9 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -79,7 +81,11 @@ def make_record(
         "request": request,
         "state": {"events": [{"type": "open", "at": "2026-03-10T09:00:00Z"}]},
         "state_source": "request",
-        "decision_record": {"decision": decision, "blocking_systems": blocking, "trace": [{"system": "holding_period", "status": "block"}]},
+        "decision_record": {
+            "decision": decision,
+            "blocking_systems": blocking,
+            "trace": [{"system": "holding_period", "status": "block"}],
+        },
         "decision_time_ms": time_ms,
     }
 
@@ -126,10 +132,10 @@ def test_append_round_trips_full_records_with_sequence_chain_and_clock(tmp_path,
         "2026-03-12T08:00:03Z",
         "2026-03-12T08:00:03Z",
     ]
-    for record, original in zip(records, given):
+    for record, original in zip(records, given, strict=True):
         assert {k: v for k, v in record.items() if k not in ("sequence", "recorded_at", "prev_hash", "hash")} == original
     assert records[0]["prev_hash"] == GENESIS_HASH
-    for before, after in zip(records, records[1:]):
+    for before, after in itertools.pairwise(records):
         assert after["prev_hash"] == before["hash"]
     for record in records:
         body = {k: v for k, v in record.items() if k != "hash"}
@@ -148,7 +154,16 @@ def test_reopening_continues_the_sequence_and_the_chain(tmp_path, kind):
     assert verify(path).ok
 
 
-@pytest.mark.parametrize("suffix, cls", [(".jsonl", JsonlAuditLog), (".JSONL", JsonlAuditLog), (".sqlite", SqliteAuditLog), (".db", SqliteAuditLog), ("", SqliteAuditLog)])
+@pytest.mark.parametrize(
+    "suffix, cls",
+    [
+        (".jsonl", JsonlAuditLog),
+        (".JSONL", JsonlAuditLog),
+        (".sqlite", SqliteAuditLog),
+        (".db", SqliteAuditLog),
+        ("", SqliteAuditLog),
+    ],
+)
 def test_open_audit_picks_the_backend_by_suffix_and_creates_folders(tmp_path, suffix, cls):
     path = tmp_path / "deep" / "er" / f"audit{suffix}"
     with open_audit(path) as log:
@@ -243,13 +258,43 @@ def _rewrite_body_and_hash(conn: sqlite3.Connection) -> None:
 
 
 SQLITE_TAMPERING = [
-    ("body-byte", _sql("UPDATE audit_records SET body = replace(body, '\"asset\":\"AAPL\"', '\"asset\":\"AAPX\"') WHERE sequence = 3"), 3, "d3", "the hash does not match"),
-    ("decision-column", _sql("UPDATE audit_records SET decision = 'approve' WHERE sequence = 3"), 3, "d3", "column `decision` holds `approve` but the record says `deny`"),
+    (
+        "body-byte",
+        _sql('UPDATE audit_records SET body = replace(body, \'"asset":"AAPL"\', \'"asset":"AAPX"\') WHERE sequence = 3'),
+        3,
+        "d3",
+        "the hash does not match",
+    ),
+    (
+        "decision-column",
+        _sql("UPDATE audit_records SET decision = 'approve' WHERE sequence = 3"),
+        3,
+        "d3",
+        "column `decision` holds `approve` but the record says `deny`",
+    ),
     ("asset-column", _sql("UPDATE audit_records SET asset = 'MSFT' WHERE sequence = 2"), 2, "d2", "column `asset`"),
-    ("blocking-column", _sql("UPDATE audit_records SET blocking_systems = '[]' WHERE sequence = 3"), 3, "d3", "column `blocking_systems`"),
-    ("hash-column", _sql("UPDATE audit_records SET hash = replace(hash, substr(hash, 1, 1), 'x') WHERE sequence = 4"), 4, "d4", "the hash does not match"),
+    (
+        "blocking-column",
+        _sql("UPDATE audit_records SET blocking_systems = '[]' WHERE sequence = 3"),
+        3,
+        "d3",
+        "column `blocking_systems`",
+    ),
+    (
+        "hash-column",
+        _sql("UPDATE audit_records SET hash = replace(hash, substr(hash, 1, 1), 'x') WHERE sequence = 4"),
+        4,
+        "d4",
+        "the hash does not match",
+    ),
     ("middle-deleted", _sql("DELETE FROM audit_records WHERE sequence = 3"), 4, "d4", "expected #3 after #2, found #4"),
-    ("first-deleted", _sql("DELETE FROM audit_records WHERE sequence = 1"), 2, "d2", "expected #1 after the start of the log, found #2"),
+    (
+        "first-deleted",
+        _sql("DELETE FROM audit_records WHERE sequence = 1"),
+        2,
+        "d2",
+        "expected #1 after the start of the log, found #2",
+    ),
     (
         "reordered",
         _sql(
@@ -265,7 +310,9 @@ SQLITE_TAMPERING = [
 ]
 
 
-@pytest.mark.parametrize("tamper, first_bad, decision_id, problem", [case[1:] for case in SQLITE_TAMPERING], ids=[case[0] for case in SQLITE_TAMPERING])
+@pytest.mark.parametrize(
+    "tamper, first_bad, decision_id, problem", [case[1:] for case in SQLITE_TAMPERING], ids=[case[0] for case in SQLITE_TAMPERING]
+)
 def test_sqlite_verify_names_the_first_bad_record(tmp_path, tamper, first_bad, decision_id, problem):
     path = tmp_path / "audit.sqlite"
     filled(path, 5)
@@ -288,7 +335,13 @@ def _lines(edit: Callable[[list[str]], list[str]]) -> Callable[[Path], None]:
 
 
 JSONL_TAMPERING = [
-    ("line-edited", _lines(lambda ls: [*ls[:2], ls[2].replace('"asset":"AAPL"', '"asset":"AAPX"'), *ls[3:]]), 3, "d3", "the hash does not match"),
+    (
+        "line-edited",
+        _lines(lambda ls: [*ls[:2], ls[2].replace('"asset":"AAPL"', '"asset":"AAPX"'), *ls[3:]]),
+        3,
+        "d3",
+        "the hash does not match",
+    ),
     ("line-broken", _lines(lambda ls: [*ls[:2], ls[2][:40] + "\n", *ls[3:]]), 3, None, "not valid JSON"),
     ("line-deleted", _lines(lambda ls: [*ls[:2], *ls[3:]]), 4, "d4", "expected #3 after #2, found #4"),
     ("lines-swapped", _lines(lambda ls: [*ls[:2], ls[3], ls[2], *ls[4:]]), 4, "d4", "expected #3 after #2, found #4"),
@@ -296,7 +349,9 @@ JSONL_TAMPERING = [
 ]
 
 
-@pytest.mark.parametrize("tamper, first_bad, decision_id, problem", [case[1:] for case in JSONL_TAMPERING], ids=[case[0] for case in JSONL_TAMPERING])
+@pytest.mark.parametrize(
+    "tamper, first_bad, decision_id, problem", [case[1:] for case in JSONL_TAMPERING], ids=[case[0] for case in JSONL_TAMPERING]
+)
 def test_jsonl_verify_names_the_first_bad_record(tmp_path, tamper, first_bad, decision_id, problem):
     path = tmp_path / "audit.jsonl"
     filled(path, 5)
@@ -327,7 +382,9 @@ def test_deleting_the_last_record_keeps_a_valid_chain_but_changes_the_head(tmp_p
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("poison", [float("nan"), float("inf"), {1, 2}, "\ud800"], ids=["nan", "infinity", "set", "lone-surrogate"])
+@pytest.mark.parametrize(
+    "poison", [float("nan"), float("inf"), {1, 2}, "\ud800"], ids=["nan", "infinity", "set", "lone-surrogate"]
+)
 def test_a_batch_is_one_transaction_an_unserialisable_record_stores_none_of_it(tmp_path, kind, poison):
     path = log_path(tmp_path, kind)
     filled(path, 2)
@@ -403,7 +460,10 @@ def _sqlite_with(tmp_path: Path, *statements: str) -> Path:
     [
         (["CREATE TABLE positions (asset TEXT)"], "not an audit log: a SQLite database with other tables (`positions`)"),
         (
-            ["CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)", f"INSERT INTO schema_version VALUES ({SCHEMA_VERSION + 1}, 'x')"],
+            [
+                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)",
+                f"INSERT INTO schema_version VALUES ({SCHEMA_VERSION + 1}, 'x')",
+            ],
             f"audit log schema version {SCHEMA_VERSION + 1} is newer than this protection-rules supports ({SCHEMA_VERSION})",
         ),
     ],
@@ -453,7 +513,7 @@ def test_locked_past_the_timeout_raises_audit_error(tmp_path, kind):
             holder = sqlite3.connect(path, isolation_level=None)
             holder.execute("BEGIN IMMEDIATE")
         else:
-            holder = open(path, "rb")
+            holder = open(path, "rb")  # noqa: SIM115 - held across the test, closed in finally
             fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
         try:
             with pytest.raises(AuditError, match=r"locked by another writer \(gave up after 0\.2 s\)") as caught:
@@ -540,7 +600,9 @@ def test_four_processes_appending_500_each_lose_nothing(tmp_path, kind):
     records = stored(Path(path))
     assert [r["sequence"] for r in records] == list(range(1, 2001))
     for worker in range(4):  # each writer's records, in its own order
-        assert [r["decision_id"] for r in records if r["decision_id"].startswith(f"p{worker}-")] == [f"p{worker}-{n}" for n in range(500)]
+        assert [r["decision_id"] for r in records if r["decision_id"].startswith(f"p{worker}-")] == [
+            f"p{worker}-{n}" for n in range(500)
+        ]
     result = verify(Path(path))
     assert (result.ok, result.count) == (True, 2000)
 
@@ -590,7 +652,9 @@ def query_log(request, tmp_path):
     with open_audit(path) as log:
         log.append(
             [
-                make_record(i, asset=a, evaluated_at=at, decision=d, blocking=b, override=o, version=v, time_ms=ms, trace_id=f"t{i[1:]}")
+                make_record(
+                    i, asset=a, evaluated_at=at, decision=d, blocking=b, override=o, version=v, time_ms=ms, trace_id=f"t{i[1:]}"
+                )
                 for i, a, at, d, b, o, v, ms in QUERY_SET
             ]
         )
@@ -653,11 +717,25 @@ def test_stats_by_hand(query_log):
     4.0), p99 = ceil(7.92) = 8th (21.0)."""
     stats = query_log.stats()
     per_day = stats.pop("per_day")
-    overall = _day(None, 8, 3, 2, {"holding_period": 2, "core_asset_immunity": 1, "error": 1, "grace_period": 1, "whipsaw_protection": 1}, 3.0, 21.0)
+    overall = _day(
+        None,
+        8,
+        3,
+        2,
+        {"holding_period": 2, "core_asset_immunity": 1, "error": 1, "grace_period": 1, "whipsaw_protection": 1},
+        3.0,
+        21.0,
+    )
     del overall["day"]
     assert stats == overall
     assert stats["approval_rate"] == 0.375 and stats["override_rate"] == 0.25
-    assert list(stats["denials_by_protection"]) == ["holding_period", "core_asset_immunity", "error", "grace_period", "whipsaw_protection"]
+    assert list(stats["denials_by_protection"]) == [
+        "holding_period",
+        "core_asset_immunity",
+        "error",
+        "grace_period",
+        "whipsaw_protection",
+    ]
     assert per_day == [
         _day("2026-03-10", 2, 1, 0, {"holding_period": 1}, 1.0, 3.0),
         _day("2026-03-11", 3, 1, 1, {"grace_period": 1, "holding_period": 1, "whipsaw_protection": 1}, 5.0, 8.0),
@@ -668,7 +746,11 @@ def test_stats_by_hand(query_log):
 
 def test_stats_take_the_query_filters(query_log):
     stats = query_log.stats(asset="AAPL", since="2026-03-10T12:00:00Z")
-    assert (stats["count"], stats["approved"], stats["denials_by_protection"]) == (2, 0, {"holding_period": 1, "core_asset_immunity": 1})
+    assert (stats["count"], stats["approved"], stats["denials_by_protection"]) == (
+        2,
+        0,
+        {"holding_period": 1, "core_asset_immunity": 1},
+    )
     assert [day["day"] for day in stats["per_day"]] == ["2026-03-10", "2026-03-12"]
     empty = query_log.stats(asset="TSLA")
     assert empty == {
@@ -692,7 +774,15 @@ def test_cli_verify_exit_codes_and_messages(tmp_path, kind):
     assert ok.exit_code == 0
     assert ok.stdout == f"audit log {path}: 4 record(s), chain valid (head {records[-1]['hash']})\n"
     as_json = json.loads(run("verify", "--audit", str(path), "--format", "json").stdout)
-    assert as_json == {"audit": str(path), "ok": True, "count": 4, "first_bad": None, "decision_id": None, "problem": "", "head": records[-1]["hash"]}
+    assert as_json == {
+        "audit": str(path),
+        "ok": True,
+        "count": 4,
+        "first_bad": None,
+        "decision_id": None,
+        "problem": "",
+        "head": records[-1]["hash"],
+    }
     if kind == "sqlite":
         conn = sqlite3.connect(path, isolation_level=None)
         conn.execute("UPDATE audit_records SET decision = 'deny' WHERE sequence = 2")
@@ -748,7 +838,18 @@ def test_cli_query_text_table(tmp_path):
     result = run("query", "--audit", str(path), "--asset", "AAPL", "--decision", "approve")
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["#", "evaluated_at", "asset", "action", "decision", "blocked", "by", "policy", "ms", "decision_id"]
+    assert lines[0].split() == [
+        "#",
+        "evaluated_at",
+        "asset",
+        "action",
+        "decision",
+        "blocked",
+        "by",
+        "policy",
+        "ms",
+        "decision_id",
+    ]
     assert lines[1].split() == ["2", "2026-03-12T07:00:00Z", "AAPL", "close", "approve", "-", "default", "1.0.0", "1.25", "d2"]
     assert len(lines) == 2
 

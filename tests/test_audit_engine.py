@@ -17,7 +17,12 @@ from protection_rules.state import MemoryStateStore
 ROOT = Path(__file__).resolve().parent.parent
 OPEN = {"asset": "AMZN", "action": "open", "current_date": "2026-03-12T09:00:00Z"}
 FAILING = {"asset": "INTC", "action": "close", "current_date": "2026-03-12T09:00:00Z", "current_score": 0.4, "current_size": 0.05}
-HOLDING = {"asset": "AAPL", "action": "close", "current_date": "2026-03-12T07:00:00Z", "position_entry_date": "2026-03-10T09:00:00Z"}
+HOLDING = {
+    "asset": "AAPL",
+    "action": "close",
+    "current_date": "2026-03-12T07:00:00Z",
+    "position_entry_date": "2026-03-10T09:00:00Z",
+}
 
 
 def stored(path: Path) -> list[dict]:
@@ -85,7 +90,8 @@ def test_an_approval_that_cannot_be_recorded_is_a_deny():
 
 def test_cli_exits_4_when_the_audit_file_is_unwritable(tmp_path):
     result = CliRunner().invoke(
-        cli, ["evaluate", "--format", "json", "--audit", str(unwritable(tmp_path)), str(ROOT / "examples/requests/plain_open.json")]
+        cli,
+        ["evaluate", "--format", "json", "--audit", str(unwritable(tmp_path)), str(ROOT / "examples/requests/plain_open.json")],
     )
     assert result.exit_code == 4
     decision = json.loads(result.output)
@@ -97,7 +103,9 @@ def test_a_record_replays_to_the_same_decision(audit_path):
     store = MemoryStateStore()
     store.record_execution("AAPL", "open", 1_773_133_200_000_000, 0.05)  # 2026-03-10T09:00:00Z
     sink = open_audit(audit_path)
-    original = Engine.from_policy(state=store, audit=sink).evaluate({k: v for k, v in HOLDING.items() if k != "position_entry_date"})
+    original = Engine.from_policy(state=store, audit=sink).evaluate(
+        {k: v for k, v in HOLDING.items() if k != "position_entry_date"}
+    )
     sink.close()
     (record,) = stored(audit_path)
     assert record["state_source"] == "store"

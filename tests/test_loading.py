@@ -69,8 +69,13 @@ def _yaml_cases():
 
     # A duplicate key: YAML would silently keep the last value; we refuse, pointing at both.
     text = edited(("    max_days: 90\n", "    max_days: 90\n    min_days: 4\n"))
-    cases.append(("duplicate-key", text,
-                  [("yaml-duplicate-key", "$.protections.holding_period.min_days", line_of(text, "min_days: 4"), 5)]))
+    cases.append(
+        (
+            "duplicate-key",
+            text,
+            [("yaml-duplicate-key", "$.protections.holding_period.min_days", line_of(text, "min_days: 4"), 5)],
+        )
+    )
 
     # An anchor and an alias: refused, at the alias (`*n` starts at column 10 of `  owner: *n`).
     text = edited(("  name: default", "  name: &n default"), ("  owner: risk-team", "  owner: *n"))
@@ -97,14 +102,21 @@ def _yaml_cases():
     # Non-finite numbers: YAML has them, JSON and the rules do not.
     # `    score_threshold: .nan` -> the value starts at column 22.
     text = edited(("score_threshold: 0.6", "score_threshold: .nan"))
-    cases.append(("non-finite-nan", text, [("yaml-non-finite", "$.protections.grace_period.score_threshold",
-                                            line_of(text, ".nan"), 22)]))
+    cases.append(
+        ("non-finite-nan", text, [("yaml-non-finite", "$.protections.grace_period.score_threshold", line_of(text, ".nan"), 22)])
+    )
     text = edited(("decay_rate: 0.8", "decay_rate: .inf"))
-    cases.append(("non-finite-inf", text, [("yaml-non-finite", "$.protections.grace_period.decay_rate",
-                                            line_of(text, ".inf"), 17)]))
+    cases.append(
+        ("non-finite-inf", text, [("yaml-non-finite", "$.protections.grace_period.decay_rate", line_of(text, ".inf"), 17)])
+    )
     text = edited(("min_decay_factor: 0.1", "min_decay_factor: -.Inf"))
-    cases.append(("non-finite-minus-inf", text, [("yaml-non-finite", "$.protections.grace_period.min_decay_factor",
-                                                  line_of(text, "-.Inf"), 23)]))
+    cases.append(
+        (
+            "non-finite-minus-inf",
+            text,
+            [("yaml-non-finite", "$.protections.grace_period.min_decay_factor", line_of(text, "-.Inf"), 23)],
+        )
+    )
 
     # Keys must be plain names: a complex key `? [a, b]` (the key node starts at column 3),
     # and a merge key `<<` (which would splice a mapping in).

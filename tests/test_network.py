@@ -36,7 +36,9 @@ def rule(pri: int, *conditions: dict[str, Any]) -> dict[str, Any]:
     return {"pri": pri, "all": [{"m": {"$and": [{"_kind": KIND}, *conditions]}}]}
 
 
-def make(rules: dict[str, Any], *, name: str | None = None, fact_types: dict[str, type] | None = None, **options: Any) -> RuleNetwork:
+def make(
+    rules: dict[str, Any], *, name: str | None = None, fact_types: dict[str, type] | None = None, **options: Any
+) -> RuleNetwork:
     return RuleNetwork(
         name or unique("net"),
         json.dumps(rules),
@@ -185,7 +187,7 @@ def test_threads_get_correct_results_and_share_a_small_pool() -> None:
             x = (index + i) % 9
             try:
                 got = net.fire({"x": x})
-            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            except Exception as exc:
                 errors.append(f"thread {index} #{i}: {exc!r}")
                 continue
             if got != expected_thresholds(x):
@@ -211,7 +213,10 @@ def test_threads_get_correct_results_and_share_a_small_pool() -> None:
 def test_engine_threads_decide_consistently() -> None:
     engine = Engine.from_policy()
     requests = [
-        ({"asset": "T", "action": "close", "current_date": START, "position_entry_date": "2026-03-19T12:00:00Z"}, ("holding_period",)),
+        (
+            {"asset": "T", "action": "close", "current_date": START, "position_entry_date": "2026-03-19T12:00:00Z"},
+            ("holding_period",),
+        ),
         ({"asset": "T", "action": "open", "current_date": START}, ()),
         ({"asset": "T", "action": "close", "current_date": START, "current_score": 0.1}, ("grace_period",)),
         (
@@ -294,7 +299,9 @@ class _Spy:
         ({"x": 5, "_kind": "other"}, "not declared"),
     ],
 )
-def test_badly_typed_or_undeclared_facts_never_reach_the_engine(monkeypatch: pytest.MonkeyPatch, fact: dict[str, Any], message: str) -> None:
+def test_badly_typed_or_undeclared_facts_never_reach_the_engine(
+    monkeypatch: pytest.MonkeyPatch, fact: dict[str, Any], message: str
+) -> None:
     net = make(THRESHOLDS)
     spy = _Spy()
     monkeypatch.setattr(network_module._dre, "assert_fact", spy)

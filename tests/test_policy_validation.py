@@ -83,39 +83,61 @@ def test_locator_sanity():
 CASES = [
     # ---------------------------------------------------------------- schema-type
     ("type-int-given-word", [("    days: 5\n", "    days: five\n")], [("schema-type", f"{GP}.days", At("days: five"))]),
-    ("type-number-given-word", [("score_threshold: 0.6", "score_threshold: high")],
-     [("schema-type", f"{GP}.score_threshold", At("score_threshold"))]),
+    (
+        "type-number-given-word",
+        [("score_threshold: 0.6", "score_threshold: high")],
+        [("schema-type", f"{GP}.score_threshold", At("score_threshold"))],
+    ),
     # YAML `true` is a boolean, and a boolean is not an integer in JSON Schema
-    ("type-bool-for-integer", [("max_cycles: 1", "max_cycles: true")],
-     [("schema-type", f"{WP}.max_cycles", At("max_cycles"))]),
+    ("type-bool-for-integer", [("max_cycles: 1", "max_cycles: true")], [("schema-type", f"{WP}.max_cycles", At("max_cycles"))]),
     # an unquoted 1 is an integer, not the string a version must be
     ("type-version-integer", [("version: 1.0.0", "version: 1")], [("schema-type", "$.metadata.version", At("version:"))]),
-    ("type-enabled-string", [("  regime_override:\n    enabled: true", "  regime_override:\n    enabled: yes please")],
-     [("schema-type", f"{RO}.enabled", At("yes please"))]),
+    (
+        "type-enabled-string",
+        [("  regime_override:\n    enabled: true", "  regime_override:\n    enabled: yes please")],
+        [("schema-type", f"{RO}.enabled", At("yes please"))],
+    ),
     # ---------------------------------------------------------------- schema-required
     # a missing field is reported where its parent mapping starts (the line after its key)
-    ("required-max-age-days", [("    max_age_days: 7\n", "\n")],
-     [("schema-required", f"{RO}.max_age_days", At("  regime_override:", 1))]),
+    (
+        "required-max-age-days",
+        [("    max_age_days: 7\n", "\n")],
+        [("schema-required", f"{RO}.max_age_days", At("  regime_override:", 1))],
+    ),
     ("required-owner", [("  owner: risk-team\n", "\n")], [("schema-required", "$.metadata.owner", At("metadata:", 1))]),
     # the root mapping starts at its first key, after the opening comment
     ("required-kind", [("kind: ProtectionPolicy\n", "\n")], [("schema-required", "$.kind", At("apiVersion:"))]),
     # ---------------------------------------------------------------- schema-unknown-field
     # a misspelt key is reported once, as an unknown field (at the key), not also as a missing one
-    ("unknown-field-min-days", [("min_days: 3", "min_dais: 3")],
-     [("schema-unknown-field", f"{HP}.min_dais", At("min_dais"))]),
-    ("unknown-field-owner", [("  owner: risk-team", "  ownr: risk-team")],
-     [("schema-unknown-field", "$.metadata.ownr", At("ownr"))]),
-    ("unknown-field-extra", [("    max_days: 90\n", "    max_days: 90\n    review_days: 30\n")],
-     [("schema-unknown-field", f"{HP}.review_days", At("review_days"))]),
-    ("unknown-field-top-level", [("kind: ProtectionPolicy\n", "kind: ProtectionPolicy\nnotes: hello\n")],
-     [("schema-unknown-field", "$.notes", At("notes:"))]),
+    ("unknown-field-min-days", [("min_days: 3", "min_dais: 3")], [("schema-unknown-field", f"{HP}.min_dais", At("min_dais"))]),
+    (
+        "unknown-field-owner",
+        [("  owner: risk-team", "  ownr: risk-team")],
+        [("schema-unknown-field", "$.metadata.ownr", At("ownr"))],
+    ),
+    (
+        "unknown-field-extra",
+        [("    max_days: 90\n", "    max_days: 90\n    review_days: 30\n")],
+        [("schema-unknown-field", f"{HP}.review_days", At("review_days"))],
+    ),
+    (
+        "unknown-field-top-level",
+        [("kind: ProtectionPolicy\n", "kind: ProtectionPolicy\nnotes: hello\n")],
+        [("schema-unknown-field", "$.notes", At("notes:"))],
+    ),
     # a misspelt protection block is one typo: one issue, as for a misspelt parameter key (no
     # cascading "whipsaw_protection is in the hierarchy but has no block")
-    ("unknown-protection-block", [("  whipsaw_protection:\n", "  whipsaw_protecton:\n")],
-     [("schema-unknown-field", "$.protections.whipsaw_protecton", At("whipsaw_protecton"))]),
+    (
+        "unknown-protection-block",
+        [("  whipsaw_protection:\n", "  whipsaw_protecton:\n")],
+        [("schema-unknown-field", "$.protections.whipsaw_protecton", At("whipsaw_protecton"))],
+    ),
     # ---------------------------------------------------------------- schema-enum
-    ("enum-bypass-list", [("high: [grace_period, holding_period]", "high: [grace_period, holdng_period]")],
-     [("schema-enum", f"{RO}.bypass.high[1]", At("holdng_period"))]),
+    (
+        "enum-bypass-list",
+        [("high: [grace_period, holding_period]", "high: [grace_period, holdng_period]")],
+        [("schema-enum", f"{RO}.bypass.high[1]", At("holdng_period"))],
+    ),
     ("enum-blocks-action", [("blocks: [open]", "blocks: [opne]")], [("schema-enum", f"{WP}.blocks[0]", At("opne"))]),
     # a misspelt name in the hierarchy is one issue; the checks that read the hierarchy
     # (grace_period unplaced, bypassed but not placed) do not echo it
@@ -126,68 +148,120 @@ CASES = [
     # ---------------------------------------------------------------- schema-range
     # (one case per bound of every numeric parameter is generated from the schema below)
     # ---------------------------------------------------------------- schema-pattern
-    ("pattern-version-two-parts", [("version: 1.0.0", "version: '1.0'")],
-     [("schema-pattern", "$.metadata.version", At("version:"))]),
-    ("pattern-version-v-prefix", [("version: 1.0.0", "version: v1.0.0")],
-     [("schema-pattern", "$.metadata.version", At("version:"))]),
-    ("pattern-version-leading-zero", [("version: 1.0.0", "version: 01.0.0")],
-     [("schema-pattern", "$.metadata.version", At("version:"))]),
+    (
+        "pattern-version-two-parts",
+        [("version: 1.0.0", "version: '1.0'")],
+        [("schema-pattern", "$.metadata.version", At("version:"))],
+    ),
+    (
+        "pattern-version-v-prefix",
+        [("version: 1.0.0", "version: v1.0.0")],
+        [("schema-pattern", "$.metadata.version", At("version:"))],
+    ),
+    (
+        "pattern-version-leading-zero",
+        [("version: 1.0.0", "version: 01.0.0")],
+        [("schema-pattern", "$.metadata.version", At("version:"))],
+    ),
     # JSON Schema's `$` is the end of the text: a trailing newline is not allowed before it
-    ("pattern-version-trailing-newline", [("version: 1.0.0", 'version: "1.0.0\\n"')],
-     [("schema-pattern", "$.metadata.version", At("version:"))]),
-    ("pattern-name-trailing-newline", [("  name: default", '  name: "default\\n"')],
-     [("schema-pattern", "$.metadata.name", At("name:"))]),
+    (
+        "pattern-version-trailing-newline",
+        [("version: 1.0.0", 'version: "1.0.0\\n"')],
+        [("schema-pattern", "$.metadata.version", At("version:"))],
+    ),
+    (
+        "pattern-name-trailing-newline",
+        [("  name: default", '  name: "default\\n"')],
+        [("schema-pattern", "$.metadata.name", At("name:"))],
+    ),
     ("pattern-name-uppercase", [("  name: default", "  name: Default")], [("schema-pattern", "$.metadata.name", At("name:"))]),
     ("pattern-name-space", [("  name: default", "  name: my policy")], [("schema-pattern", "$.metadata.name", At("name:"))]),
     # ---------------------------------------------------------------- schema-length
     # An empty hierarchy: every enabled block is unplaced and every bypass names an unplaced
     # protection. `hierarchy: []` plus five blank lines keeps the later lines where they were.
-    ("length-empty-hierarchy",
-     [("hierarchy:\n  - core_asset_immunity\n  - regime_override\n  - grace_period\n  - holding_period\n"
-       "  - whipsaw_protection\n", "hierarchy: []\n\n\n\n\n\n")],
-     [("schema-length", "$.hierarchy", At("hierarchy: []")),
-      ("hierarchy-missing", "$.protections.core_asset_immunity", At("  core_asset_immunity:")),
-      ("hierarchy-missing", "$.protections.regime_override", At("  regime_override:")),
-      ("bypass-not-in-hierarchy", f"{RO}.bypass.high[0]", At("high:")),
-      ("bypass-not-in-hierarchy", f"{RO}.bypass.high[1]", At("high:")),
-      ("bypass-not-in-hierarchy", f"{RO}.bypass.critical[0]", At("critical:")),
-      ("bypass-not-in-hierarchy", f"{RO}.bypass.critical[1]", At("critical:")),
-      ("bypass-not-in-hierarchy", f"{RO}.bypass.critical[2]", At("critical:")),
-      ("hierarchy-missing", "$.protections.grace_period", At("  grace_period:")),
-      ("hierarchy-missing", "$.protections.holding_period", At("  holding_period:")),
-      ("hierarchy-missing", "$.protections.whipsaw_protection", At("  whipsaw_protection:"))]),
+    (
+        "length-empty-hierarchy",
+        [
+            (
+                "hierarchy:\n  - core_asset_immunity\n  - regime_override\n  - grace_period\n  - holding_period\n"
+                "  - whipsaw_protection\n",
+                "hierarchy: []\n\n\n\n\n\n",
+            )
+        ],
+        [
+            ("schema-length", "$.hierarchy", At("hierarchy: []")),
+            ("hierarchy-missing", "$.protections.core_asset_immunity", At("  core_asset_immunity:")),
+            ("hierarchy-missing", "$.protections.regime_override", At("  regime_override:")),
+            ("bypass-not-in-hierarchy", f"{RO}.bypass.high[0]", At("high:")),
+            ("bypass-not-in-hierarchy", f"{RO}.bypass.high[1]", At("high:")),
+            ("bypass-not-in-hierarchy", f"{RO}.bypass.critical[0]", At("critical:")),
+            ("bypass-not-in-hierarchy", f"{RO}.bypass.critical[1]", At("critical:")),
+            ("bypass-not-in-hierarchy", f"{RO}.bypass.critical[2]", At("critical:")),
+            ("hierarchy-missing", "$.protections.grace_period", At("  grace_period:")),
+            ("hierarchy-missing", "$.protections.holding_period", At("  holding_period:")),
+            ("hierarchy-missing", "$.protections.whipsaw_protection", At("  whipsaw_protection:")),
+        ],
+    ),
     ("length-empty-owner", [("  owner: risk-team", "  owner: ''")], [("schema-length", "$.metadata.owner", At("owner:"))]),
-    ("length-long-description",
-     [("  description: Default protections", "  description: " + "x" * 2001 + " Default protections")],
-     [("schema-length", "$.metadata.description", At("xxx"))]),
+    (
+        "length-long-description",
+        [("  description: Default protections", "  description: " + "x" * 2001 + " Default protections")],
+        [("schema-length", "$.metadata.description", At("xxx"))],
+    ),
     # ---------------------------------------------------------------- schema-unique
     ("unique-blocks", [("blocks: [open]", "blocks: [open, open]")], [("schema-unique", f"{WP}.blocks", At("[open, open]"))]),
-    ("unique-bypass", [("high: [grace_period, holding_period]", "high: [grace_period, grace_period]")],
-     [("schema-unique", f"{RO}.bypass.high", At("high:"))]),
+    (
+        "unique-bypass",
+        [("high: [grace_period, holding_period]", "high: [grace_period, grace_period]")],
+        [("schema-unique", f"{RO}.bypass.high", At("high:"))],
+    ),
     # ---------------------------------------------------------------- semantic checks
-    ("hierarchy-duplicate", [("  - whipsaw_protection\n", "  - whipsaw_protection\n  - holding_period\n")],
-     [("hierarchy-duplicate", "$.hierarchy[5]", At("  - whipsaw_protection", 1))]),
+    (
+        "hierarchy-duplicate",
+        [("  - whipsaw_protection\n", "  - whipsaw_protection\n  - holding_period\n")],
+        [("hierarchy-duplicate", "$.hierarchy[5]", At("  - whipsaw_protection", 1))],
+    ),
     # the hierarchy names whipsaw_protection, but its whole block is gone; reported at the
     # `protections:` key
-    ("protection-missing",
-     [("\n  whipsaw_protection:\n    enabled: true\n    blocks: [open]\n    max_cycles: 1\n    period_days: 14\n", "\n")],
-     [("protection-missing", "$.protections", At("protections:"))]),
+    (
+        "protection-missing",
+        [("\n  whipsaw_protection:\n    enabled: true\n    blocks: [open]\n    max_cycles: 1\n    period_days: 14\n", "\n")],
+        [("protection-missing", "$.protections", At("protections:"))],
+    ),
     # a comment in place of the hierarchy entry keeps the line numbers
-    ("hierarchy-missing", [("  - core_asset_immunity\n", "  # core_asset_immunity\n")],
-     [("hierarchy-missing", "$.protections.core_asset_immunity", At("  core_asset_immunity:"))]),
-    ("bypass-core", [("normal: []", "normal: [core_asset_immunity]")],
-     [("bypass-core", f"{RO}.bypass.normal[0]", At("normal:"))]),
-    ("bypass-self", [("normal: []", "normal: [regime_override]")],
-     [("bypass-not-lower", f"{RO}.bypass.normal[0]", At("normal:"))]),
+    (
+        "hierarchy-missing",
+        [("  - core_asset_immunity\n", "  # core_asset_immunity\n")],
+        [("hierarchy-missing", "$.protections.core_asset_immunity", At("  core_asset_immunity:"))],
+    ),
+    (
+        "bypass-core",
+        [("normal: []", "normal: [core_asset_immunity]")],
+        [("bypass-core", f"{RO}.bypass.normal[0]", At("normal:"))],
+    ),
+    (
+        "bypass-self",
+        [("normal: []", "normal: [regime_override]")],
+        [("bypass-not-lower", f"{RO}.bypass.normal[0]", At("normal:"))],
+    ),
     # regime_override placed below grace_period, which both high and critical bypass
-    ("bypass-not-lower", [("  - regime_override\n  - grace_period\n", "  - grace_period\n  - regime_override\n")],
-     [("bypass-not-lower", f"{RO}.bypass.high[0]", At("high:")),
-      ("bypass-not-lower", f"{RO}.bypass.critical[0]", At("critical:"))]),
+    (
+        "bypass-not-lower",
+        [("  - regime_override\n  - grace_period\n", "  - grace_period\n  - regime_override\n")],
+        [
+            ("bypass-not-lower", f"{RO}.bypass.high[0]", At("high:")),
+            ("bypass-not-lower", f"{RO}.bypass.critical[0]", At("critical:")),
+        ],
+    ),
     # whipsaw_protection disabled and out of the hierarchy, but still in the critical bypass list
-    ("bypass-not-in-hierarchy",
-     [("  - whipsaw_protection\n", "  # whipsaw_protection\n"),
-      ("  whipsaw_protection:\n    enabled: true", "  whipsaw_protection:\n    enabled: false")],
-     [("bypass-not-in-hierarchy", f"{RO}.bypass.critical[2]", At("critical:"))]),
+    (
+        "bypass-not-in-hierarchy",
+        [
+            ("  - whipsaw_protection\n", "  # whipsaw_protection\n"),
+            ("  whipsaw_protection:\n    enabled: true", "  whipsaw_protection:\n    enabled: false"),
+        ],
+        [("bypass-not-in-hierarchy", f"{RO}.bypass.critical[2]", At("critical:"))],
+    ),
     ("range-order", [("max_days: 90", "max_days: 2")], [("range-order", f"{HP}.max_days", At("max_days"))]),
 ]
 
@@ -220,7 +294,7 @@ def _range_cases():
         start = DEFAULT_TEXT.index(f"\n  {block}:\n")
         at = DEFAULT_TEXT.index(old, start)
         for side, value in bad:
-            text = DEFAULT_TEXT[:at] + f"\n    {name}: {value}\n" + DEFAULT_TEXT[at + len(old):]
+            text = DEFAULT_TEXT[:at] + f"\n    {name}: {value}\n" + DEFAULT_TEXT[at + len(old) :]
             line = DEFAULT_TEXT[: at + 1].count("\n") + 1
             expected = [("schema-range", f"$.protections.{block}.{name}", line)]
             holding = yaml.safe_load(text)["protections"]["holding_period"]
@@ -259,8 +333,15 @@ def test_broken_policy_table_covers_every_code():
     from protection_rules.validation import _CODES
 
     codes = {code for case in CASES for code, _, _ in case[2]} | {"schema-range"}
-    semantic = {"hierarchy-duplicate", "protection-missing", "hierarchy-missing", "bypass-core",
-                "bypass-not-lower", "bypass-not-in-hierarchy", "range-order"}
+    semantic = {
+        "hierarchy-duplicate",
+        "protection-missing",
+        "hierarchy-missing",
+        "bypass-core",
+        "bypass-not-lower",
+        "bypass-not-in-hierarchy",
+        "range-order",
+    }
     assert len(CASES) + len(RANGE_CASES) >= 30 and len(CASES) >= 30
     assert set(_CODES.values()) | semantic <= codes
     # every numeric parameter is tested at both ends (two generated cases each)
@@ -270,11 +351,17 @@ def test_broken_policy_table_covers_every_code():
 # Did-you-mean text, and the value shown in the message, for the cases that promise them.
 MESSAGES = [
     ([("min_days: 3", "min_dais: 3")], f"{HP}.min_dais", ["unknown field `min_dais`", "did you mean `min_days`?"]),
-    ([("  whipsaw_protection:\n", "  whipsaw_protecton:\n")], "$.protections.whipsaw_protecton",
-     ["did you mean `whipsaw_protection`?"]),
+    (
+        [("  whipsaw_protection:\n", "  whipsaw_protecton:\n")],
+        "$.protections.whipsaw_protecton",
+        ["did you mean `whipsaw_protection`?"],
+    ),
     ([("  - grace_period\n", "  - grace_perod\n")], "$.hierarchy[2]", ["`grace_perod`", "did you mean `grace_period`?"]),
-    ([("high: [grace_period, holding_period]", "high: [grace_period, holdng_period]")], f"{RO}.bypass.high[1]",
-     ["did you mean `holding_period`?"]),
+    (
+        [("high: [grace_period, holding_period]", "high: [grace_period, holdng_period]")],
+        f"{RO}.bypass.high[1]",
+        ["did you mean `holding_period`?"],
+    ),
     ([("blocks: [open]", "blocks: [opne]")], f"{WP}.blocks[0]", ["did you mean `open`?"]),
     ([("kind: ProtectionPolicy", "kind: Policy")], "$.kind", ["`ProtectionPolicy`", "`Policy`"]),
     ([("decay_rate: 0.8", "decay_rate: 0")], f"{GP}.decay_rate", ["> 0"]),
@@ -354,16 +441,33 @@ VALID_EDITS = [
     # max_days == min_days is allowed (the order check is strict)
     ("equal-min-max", [("max_days: 90", "max_days: 3")]),
     # a disabled protection may be left out of the hierarchy, if nothing bypasses it
-    ("disabled-unplaced",
-     [("  - core_asset_immunity\n", ""), ("  core_asset_immunity:\n    enabled: true", "  core_asset_immunity:\n    enabled: false")]),
+    (
+        "disabled-unplaced",
+        [
+            ("  - core_asset_immunity\n", ""),
+            ("  core_asset_immunity:\n    enabled: true", "  core_asset_immunity:\n    enabled: false"),
+        ],
+    ),
     # parameters at the edges of their ranges
-    ("range-edges", [("cooldown_days: 30", "cooldown_days: 0"), ("decay_rate: 0.8", "decay_rate: 1"),
-                     ("min_decay_factor: 0.1", "min_decay_factor: 0"), ("min_days: 3", "min_days: 0"),
-                     ("period_days: 14", "period_days: 3650")]),
+    (
+        "range-edges",
+        [
+            ("cooldown_days: 30", "cooldown_days: 0"),
+            ("decay_rate: 0.8", "decay_rate: 1"),
+            ("min_decay_factor: 0.1", "min_decay_factor: 0"),
+            ("min_days: 3", "min_days: 0"),
+            ("period_days: 14", "period_days: 3650"),
+        ],
+    ),
     ("prerelease-version", [("version: 1.0.0", "version: 2.10.0-rc.1")]),
     # empty bypass lists everywhere: an override that bypasses nothing
-    ("no-bypass", [("high: [grace_period, holding_period]", "high: []"),
-                   ("critical: [grace_period, holding_period, whipsaw_protection]", "critical: []")]),
+    (
+        "no-bypass",
+        [
+            ("high: [grace_period, holding_period]", "high: []"),
+            ("critical: [grace_period, holding_period, whipsaw_protection]", "critical: []"),
+        ],
+    ),
 ]
 
 
@@ -395,7 +499,11 @@ def test_default_policy_matches_spec():
     policy = load_policy(default_policy_path())
     assert (policy.name, policy.version) == ("default", "1.0.0")
     assert policy.hierarchy == (
-        "core_asset_immunity", "regime_override", "grace_period", "holding_period", "whipsaw_protection",
+        "core_asset_immunity",
+        "regime_override",
+        "grace_period",
+        "holding_period",
+        "whipsaw_protection",
     )
     assert [policy.priority(n) for n in policy.hierarchy] == [1, 2, 3, 4, 5]
 

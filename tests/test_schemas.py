@@ -34,7 +34,9 @@ POLICY_SCHEMA = json.loads((REPO / "schemas" / "policy.v1.schema.json").read_tex
 
 def test_the_three_schemas_ship():
     assert {p.name for p in SCHEMA_FILES} >= {
-        "policy.v1.schema.json", "request.v1.schema.json", "decision.v1.schema.json",
+        "policy.v1.schema.json",
+        "request.v1.schema.json",
+        "decision.v1.schema.json",
     }
 
 
@@ -282,8 +284,11 @@ INVALID = [
     # --- shape (JSON Schema)
     ("unknown-field", req(colour="red"), [("schema-unknown-field", "$.colour")]),
     ("unknown-state-field", req(state={"cores": {"designated_at": NOW}}), [("schema-unknown-field", "$.state.cores")]),
-    ("unknown-event-field", req(state={"events": [event("open", NOW, qty=1)]}),
-     [("schema-unknown-field", "$.state.events[0].qty")]),
+    (
+        "unknown-event-field",
+        req(state={"events": [event("open", NOW, qty=1)]}),
+        [("schema-unknown-field", "$.state.events[0].qty")],
+    ),
     ("missing-asset", req(asset=...), [("schema-required", "$.asset")]),
     ("missing-regime-changed", req(regime={"severity": "high"}), [("schema-required", "$.regime.changed")]),
     ("missing-grace-start", req(state={"grace": {"original_size": 1}}), [("schema-required", "$.state.grace.started_at")]),
@@ -310,10 +315,16 @@ INVALID = [
     # --- numbers JSON cannot carry (a Python caller can)
     ("nan-score", req(current_score=float("nan")), [("number-not-finite", "$.current_score")]),
     ("inf-size", req(current_size=float("inf")), [("number-not-finite", "$.current_size")]),
-    ("nan-event-size", req(state={"events": [event("open", NOW, size=float("nan"))]}),
-     [("number-not-finite", "$.state.events[0].size")]),
-    ("nan-original-size", req(state={"grace": {"started_at": NOW, "original_size": float("nan")}}),
-     [("number-not-finite", "$.state.grace.original_size")]),
+    (
+        "nan-event-size",
+        req(state={"events": [event("open", NOW, size=float("nan"))]}),
+        [("number-not-finite", "$.state.events[0].size")],
+    ),
+    (
+        "nan-original-size",
+        req(state={"grace": {"started_at": NOW, "original_size": float("nan")}}),
+        [("number-not-finite", "$.state.grace.original_size")],
+    ),
     ("nan-in-metadata", req(metadata={"x": float("nan")}), [("metadata-not-json", "$.metadata")]),
     # beyond +/-1e15 float arithmetic stops being exact
     ("huge-size", req(target_size=1e16), [("number-out-of-range", "$.target_size")]),
@@ -321,26 +332,36 @@ INVALID = [
     ("impossible-current-date", req(current_date="2026-02-30"), [("timestamp-invalid", "$.current_date")]),
     ("not-a-leap-year", req(position_entry_date="2026-02-29"), [("timestamp-invalid", "$.position_entry_date")]),
     ("year-3000", req(current_date="3000-01-01"), [("timestamp-invalid", "$.current_date")]),
-    ("hour-24", req(state={"events": [event("open", "2026-03-01T24:00:00Z")]}),
-     [("timestamp-invalid", "$.state.events[0].at")]),
+    ("hour-24", req(state={"events": [event("open", "2026-03-01T24:00:00Z")]}), [("timestamp-invalid", "$.state.events[0].at")]),
     # --- instants after current_date (SPEC.md section 2)
     ("future-entry", req(position_entry_date=LATER), [("timestamp-future", "$.position_entry_date")]),
     # 09:30 at UTC-1 is 10:30Z, after 09:00Z
-    ("future-entry-by-offset", req(position_entry_date="2026-03-10T09:30:00-01:00"),
-     [("timestamp-future", "$.position_entry_date")]),
+    (
+        "future-entry-by-offset",
+        req(position_entry_date="2026-03-10T09:30:00-01:00"),
+        [("timestamp-future", "$.position_entry_date")],
+    ),
     # the path names the offending event by its index in the request
-    ("future-event", req(state={"events": [event("open", "2026-03-01"), event("close", LATER), event("open", NOW)]}),
-     [("timestamp-future", "$.state.events[1].at")]),
+    (
+        "future-event",
+        req(state={"events": [event("open", "2026-03-01"), event("close", LATER), event("open", NOW)]}),
+        [("timestamp-future", "$.state.events[1].at")],
+    ),
     ("future-grace", req(state={"grace": {"started_at": LATER}}), [("timestamp-future", "$.state.grace.started_at")]),
     ("future-core", req(state={"core": {"designated_at": LATER}}), [("timestamp-future", "$.state.core.designated_at")]),
     ("future-override", req(state={"last_override_at": LATER}), [("timestamp-future", "$.state.last_override_at")]),
-    ("future-regime-change", req(regime={"changed": True, "change_date": LATER}),
-     [("timestamp-future", "$.regime.change_date")]),
+    ("future-regime-change", req(regime={"changed": True, "change_date": LATER}), [("timestamp-future", "$.regime.change_date")]),
     # --- a designation must end after it starts
-    ("expires-equal", req(state={"core": {"designated_at": "2026-03-01", "expires_at": "2026-03-01T00:00:00Z"}}),
-     [("timestamp-order", "$.state.core.expires_at")]),
-    ("expires-before", req(state={"core": {"designated_at": "2026-03-01", "expires_at": "2026-02-01"}}),
-     [("timestamp-order", "$.state.core.expires_at")]),
+    (
+        "expires-equal",
+        req(state={"core": {"designated_at": "2026-03-01", "expires_at": "2026-03-01T00:00:00Z"}}),
+        [("timestamp-order", "$.state.core.expires_at")],
+    ),
+    (
+        "expires-before",
+        req(state={"core": {"designated_at": "2026-03-01", "expires_at": "2026-02-01"}}),
+        [("timestamp-order", "$.state.core.expires_at")],
+    ),
 ]
 
 
@@ -377,7 +398,9 @@ def test_every_mistake_of_a_kind_is_reported():
     with pytest.raises(RequestInvalid) as caught:
         ProtectionRequest.from_dict(data)
     assert sorted((i.code, i.path) for i in caught.value.issues) == [
-        ("schema-enum", "$.action"), ("schema-type", "$.asset"), ("schema-unknown-field", "$.colour"),
+        ("schema-enum", "$.action"),
+        ("schema-type", "$.asset"),
+        ("schema-unknown-field", "$.colour"),
     ]
 
 
@@ -388,12 +411,23 @@ _ANY = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
     max_leaves=6,
 )
-_STAMP = st.sampled_from([
-    "2026-03-10", "2026-03-10T09:00:00Z", "2026-03-10T09:00:00.5+01:00", "2026-03-10T09:00",
-    "2026-3-10", "2026-03-10 09:00", "2026-03-10\n", "2026-02-30", "", "x",
-]) | st.from_regex(TIMESTAMP_PATTERN, fullmatch=True)
-_NUMBER = st.one_of(st.none(), st.integers(-5, 5), st.integers(0, 10**20), st.floats(), st.floats(0, 1e6),
-                    st.booleans(), st.just("1"))
+_STAMP = st.sampled_from(
+    [
+        "2026-03-10",
+        "2026-03-10T09:00:00Z",
+        "2026-03-10T09:00:00.5+01:00",
+        "2026-03-10T09:00",
+        "2026-3-10",
+        "2026-03-10 09:00",
+        "2026-03-10\n",
+        "2026-02-30",
+        "",
+        "x",
+    ]
+) | st.from_regex(TIMESTAMP_PATTERN, fullmatch=True)
+_NUMBER = st.one_of(
+    st.none(), st.integers(-5, 5), st.integers(0, 10**20), st.floats(), st.floats(0, 1e6), st.booleans(), st.just("1")
+)
 
 
 def _maybe(strategy, anything=_ANY, odds=12):
@@ -401,36 +435,63 @@ def _maybe(strategy, anything=_ANY, odds=12):
     return st.sampled_from([False] * (odds - 1) + [True]).flatmap(lambda wild: anything if wild else strategy)
 
 
-_EVENT = _maybe(st.fixed_dictionaries(
-    {"type": _maybe(st.sampled_from(["open", "close", "hold"])), "at": _maybe(_STAMP)},
-    optional={"size": _maybe(_NUMBER), "extra": _ANY},
-))
-_STATE = _maybe(st.fixed_dictionaries({}, optional={
-    "core": _maybe(st.none() | st.fixed_dictionaries(
-        {"designated_at": _maybe(_STAMP)}, optional={"expires_at": _maybe(st.none() | _STAMP)})),
-    "grace": _maybe(st.none() | st.fixed_dictionaries(
-        {"started_at": _maybe(_STAMP)}, optional={"original_size": _maybe(_NUMBER)})),
-    "events": _maybe(st.none() | st.lists(_EVENT, max_size=3)),
-    "last_override_at": _maybe(st.none() | _STAMP),
-}))
-_REGIME = _maybe(st.none() | st.fixed_dictionaries({"changed": _maybe(st.booleans())}, optional={
-    "severity": _maybe(st.sampled_from([None, "normal", "high", "critical", "severe"])),
-    "old_regime": _maybe(st.none() | st.text(max_size=5)),
-    "new_regime": _maybe(st.none() | st.text(max_size=5)),
-    "change_date": _maybe(st.none() | _STAMP),
-}))
+_EVENT = _maybe(
+    st.fixed_dictionaries(
+        {"type": _maybe(st.sampled_from(["open", "close", "hold"])), "at": _maybe(_STAMP)},
+        optional={"size": _maybe(_NUMBER), "extra": _ANY},
+    )
+)
+_STATE = _maybe(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "core": _maybe(
+                st.none()
+                | st.fixed_dictionaries({"designated_at": _maybe(_STAMP)}, optional={"expires_at": _maybe(st.none() | _STAMP)})
+            ),
+            "grace": _maybe(
+                st.none() | st.fixed_dictionaries({"started_at": _maybe(_STAMP)}, optional={"original_size": _maybe(_NUMBER)})
+            ),
+            "events": _maybe(st.none() | st.lists(_EVENT, max_size=3)),
+            "last_override_at": _maybe(st.none() | _STAMP),
+        },
+    )
+)
+_REGIME = _maybe(
+    st.none()
+    | st.fixed_dictionaries(
+        {"changed": _maybe(st.booleans())},
+        optional={
+            "severity": _maybe(st.sampled_from([None, "normal", "high", "critical", "severe"])),
+            "old_regime": _maybe(st.none() | st.text(max_size=5)),
+            "new_regime": _maybe(st.none() | st.text(max_size=5)),
+            "change_date": _maybe(st.none() | _STAMP),
+        },
+    )
+)
 _REQUEST = st.fixed_dictionaries(
     {
-        "asset": _maybe(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,5}", fullmatch=True),
-                        _ANY | st.sampled_from(["a b", "", "-x", "x" * 65])),
+        "asset": _maybe(
+            st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,5}", fullmatch=True),
+            _ANY | st.sampled_from(["a b", "", "-x", "x" * 65]),
+        ),
         "action": _maybe(st.sampled_from(["open", "close", "increase", "decrease", "Close"])),
         "current_date": _maybe(_STAMP),
     },
     optional={
-        **{name: _maybe(_NUMBER) for name in (
-            "current_size", "target_size", "current_score", "target_score", "position_entry_score",
-            "position_entry_size", "portfolio_allocation", "active_positions",
-        )},
+        **{
+            name: _maybe(_NUMBER)
+            for name in (
+                "current_size",
+                "target_size",
+                "current_score",
+                "target_score",
+                "position_entry_score",
+                "position_entry_size",
+                "portfolio_allocation",
+                "active_positions",
+            )
+        },
         "request_id": _maybe(st.none() | st.text(min_size=1, max_size=3), _ANY | st.just("")),
         "reason": _maybe(st.none() | st.text(max_size=5)),
         "position_entry_date": _maybe(st.none() | _STAMP),

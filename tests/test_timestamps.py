@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
@@ -54,14 +54,17 @@ def test_parse_then_format(text, utc):
     assert format_instant(parse_instant(text)) == utc
 
 
-@pytest.mark.parametrize(("text", "micros"), [
-    ("1970-01-01T00:00:00Z", 0),
-    ("1970-01-01T00:00:00.000001Z", 1),
-    ("1969-12-31T23:59:59.999999Z", -1),
-    ("1970-01-02", MICROS_PER_DAY),
-    ("1970-01-01T01:00:00+01:00", 0),
-    ("2026-03-10T09:00:00Z", int(datetime(2026, 3, 10, 9, tzinfo=timezone.utc).timestamp()) * MICROS_PER_SECOND),
-])
+@pytest.mark.parametrize(
+    ("text", "micros"),
+    [
+        ("1970-01-01T00:00:00Z", 0),
+        ("1970-01-01T00:00:00.000001Z", 1),
+        ("1969-12-31T23:59:59.999999Z", -1),
+        ("1970-01-02", MICROS_PER_DAY),
+        ("1970-01-01T01:00:00+01:00", 0),
+        ("2026-03-10T09:00:00Z", int(datetime(2026, 3, 10, 9, tzinfo=UTC).timestamp()) * MICROS_PER_SECOND),
+    ],
+)
 def test_parse_instant_is_epoch_microseconds(text, micros):
     assert parse_instant(text) == micros
 

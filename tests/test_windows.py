@@ -8,7 +8,8 @@ row's expectation, worked out by hand from SPEC.md (default policy).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from spec_helpers import DAY, SECOND, at, iso, trace_entry
@@ -185,7 +186,9 @@ def test_holding_max_days_review_flag_never_blocks(engine: Engine, offset: int, 
 )
 def test_windows_are_exact_to_the_microsecond(engine: Engine, now: str, approved: bool) -> None:
     """SPEC 2's own example: a 3-day hold from 2026-03-10T09:00Z blocks until, and not at, 03-13T09:00Z."""
-    decision = engine.evaluate({"asset": "WIN", "action": "close", "current_date": now, "position_entry_date": "2026-03-10T09:00:00Z"})
+    decision = engine.evaluate(
+        {"asset": "WIN", "action": "close", "current_date": now, "position_entry_date": "2026-03-10T09:00:00Z"}
+    )
     assert decision.approved is approved, decision.to_dict()
 
 
@@ -215,7 +218,7 @@ def test_output_instants_are_utc_with_z(engine: Engine) -> None:
     assert trace_entry(decision, "holding_period").to_dict()["unblocks_at"] == "2026-03-13T09:00:00Z"
 
 
-@pytest.mark.parametrize("days_elapsed", range(0, 7))
+@pytest.mark.parametrize("days_elapsed", range(7))
 def test_grace_day_by_day(engine: Engine, days_elapsed: int) -> None:
     """Carried grace (5 days from state) blocks on days 0..4 and allows from day 5 on."""
     start = at("2026-03-10T06:00:00Z")

@@ -37,8 +37,8 @@ Modules: `chain` (canonical JSON, hashing, sealing, verification), `query` (filt
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .base import AuditSink, Mode, UnwritableAudit
 from .chain import (
@@ -66,7 +66,9 @@ __all__ = [
 ]
 
 
-def open_audit(path: str | Path, *, clock: Callable[[], float] = time.time, mode: Mode = "append") -> SqliteAuditLog | JsonlAuditLog:
+def open_audit(
+    path: str | Path, *, clock: Callable[[], float] = time.time, mode: Mode = "append"
+) -> SqliteAuditLog | JsonlAuditLog:
     """Open (creating parent folders and the file) the audit log at `path`.
 
     A path ending in `.jsonl` is a `JsonlAuditLog`, anything else a `SqliteAuditLog`. With

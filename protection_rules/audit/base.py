@@ -4,8 +4,9 @@ modes, the stand-in for a log that cannot be opened, and the file-system plumbin
 from __future__ import annotations
 
 import errno
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Mapping, Protocol, Self, Sequence
+from typing import Any, Literal, Protocol, Self
 
 from ..errors import AuditError
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..errors import AuditError
 from ..timestamps import MICROS_PER_SECOND, format_instant, parse_instant
@@ -139,7 +140,9 @@ def _checked_batch(records: Sequence[Mapping[str, Any]], path: str) -> list[Mapp
             raise AuditError(f"{where}: `decision_id` must be a non-empty string")
         if record["decision"] not in ("approve", "deny"):
             raise AuditError(f"{where}: `decision` must be `approve` or `deny`, got `{record['decision']}`")
-        if not isinstance(record["blocking_systems"], (list, tuple)) or not all(isinstance(s, str) for s in record["blocking_systems"]):
+        if not isinstance(record["blocking_systems"], (list, tuple)) or not all(
+            isinstance(s, str) for s in record["blocking_systems"]
+        ):
             raise AuditError(f"{where}: `blocking_systems` must be a list of names")
         policy = record["policy"]
         if not isinstance(policy, Mapping) or not {"name", "version", "sha256"} <= set(policy):

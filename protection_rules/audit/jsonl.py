@@ -10,9 +10,10 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from ..errors import AuditError
 from .base import DEFAULT_TIMEOUT, LogFile, Mode, _make_parent, _os_reason
@@ -188,7 +189,7 @@ class JsonlAuditLog(LogFile):
 
         def lines() -> Iterator[tuple[int, bytes]]:
             try:
-                handle = open(self.path, "rb")
+                handle = open(self.path, "rb")  # noqa: SIM115 - closed by the `with` below
             except OSError as exc:
                 raise AuditError(f"{self.path}: cannot read the audit log: {_os_reason(exc)}") from exc
             with handle:

@@ -8,8 +8,9 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from ..errors import AuditError
 from .base import DEFAULT_TIMEOUT, LogFile, Mode, _make_parent
@@ -78,8 +79,7 @@ _COLUMNS = (
     "prev_hash",
 )
 _INSERT = (
-    f"INSERT INTO audit_records (sequence, {', '.join(_COLUMNS)}, hash, body) "
-    f"VALUES ({', '.join('?' * (len(_COLUMNS) + 3))})"
+    f"INSERT INTO audit_records (sequence, {', '.join(_COLUMNS)}, hash, body) VALUES ({', '.join('?' * (len(_COLUMNS) + 3))})"
 )
 _STATS_COLUMNS = "decision, blocking_systems, override_applied, decision_time_ms, evaluated_us"
 
@@ -174,9 +174,7 @@ class SqliteAuditLog(LogFile):
     def stats(self, **filters: Any) -> dict[str, Any]:
         """Counts, rates, denials per protection, p50/p99 decision time, overall and per day."""
         where, params = _Filter.build(**filters).sql()
-        rows = self._select(
-            _STATS_COLUMNS, where, params, lambda row: (row[0], _json_list(row[1]), bool(row[2]), row[3], row[4])
-        )
+        rows = self._select(_STATS_COLUMNS, where, params, lambda row: (row[0], _json_list(row[1]), bool(row[2]), row[3], row[4]))
         return _summarise(rows)
 
     def verify(self) -> VerifyResult:
@@ -207,7 +205,9 @@ class SqliteAuditLog(LogFile):
         if self._mode == "read":
             if version is None:
                 raise AuditError(f"{self.path}: not an audit log: an empty SQLite database")
-            raise AuditError(f"{self.path}: audit log schema version {version} needs migrating to {SCHEMA_VERSION}: open it for writing first")
+            raise AuditError(
+                f"{self.path}: audit log schema version {version} needs migrating to {SCHEMA_VERSION}: open it for writing first"
+            )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -217,7 +217,9 @@ class SqliteAuditLog(LogFile):
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in _MIGRATIONS[step]:
                     conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (step, _now(self._clock, self.path)))
+                conn.execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (step, _now(self._clock, self.path))
+                )
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
@@ -225,7 +227,9 @@ class SqliteAuditLog(LogFile):
 
     def _schema_version(self, conn: sqlite3.Connection) -> int | None:
         """None for a fresh (table-less) database; raises AuditError for anything not ours."""
-        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+        tables = {
+            name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        }
         if not tables:
             return None
         if "schema_version" not in tables:
@@ -310,7 +314,7 @@ def _sqlite_entries(rows: Iterable[tuple[Any, ...]]) -> Iterator[_Entry]:
             except (KeyError, TypeError, ValueError, AttributeError):
                 problem = "the stored body lacks audit fields (the record was changed)"
             else:
-                for name, have, want in zip(_COLUMNS, columns, expected):
+                for name, have, want in zip(_COLUMNS, columns, expected, strict=True):
                     if have != want:
                         problem = f"column `{name}` holds `{have}` but the record says `{want}` (the row was edited)"
                         break

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import click
 
@@ -42,7 +43,12 @@ def _filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--policy-version", default=None, metavar="VERSION", help="Only decisions under this policy version."),
         click.option("--since", default=None, metavar="ISO", callback=_instant, help="Only evaluated_at >= this instant."),
         click.option("--until", default=None, metavar="ISO", callback=_instant, help="Only evaluated_at < this instant."),
-        click.option("--trace-id", default=None, metavar="ID", help="Only the decisions with this trace id (one evaluate call, or one batch)."),
+        click.option(
+            "--trace-id",
+            default=None,
+            metavar="ID",
+            help="Only the decisions with this trace id (one evaluate call, or one batch).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -114,7 +120,9 @@ def query(audit_path: str, fmt: str, **filters: Any) -> None:
         else:
             rows = [_row(record) for record in log.query(**filters)]
             count = len(rows)
-            click.echo(_table(["#", "evaluated_at", "asset", "action", "decision", "blocked by", "policy", "ms", "decision_id"], rows))
+            click.echo(
+                _table(["#", "evaluated_at", "asset", "action", "decision", "blocked by", "policy", "ms", "decision_id"], rows)
+            )
     click.echo(f"{count} record(s)", err=True)
 
 
@@ -156,8 +164,10 @@ def _row(record: dict[str, Any]) -> list[str]:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *rows])
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in [header, *rows]
+    )
 
 
 def _percent(rate: float | None) -> str:

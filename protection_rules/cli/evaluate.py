@@ -69,7 +69,7 @@ def evaluate(request, policy_path, fmt, now, explain, state_path, no_state, audi
             if resource is not None:
                 resource.close()
     batch = len(documents) > 1 or documents[0].label != name
-    for document, decision in zip(documents, decisions):
+    for document, decision in zip(documents, decisions, strict=True):
         if fmt == "json":
             click.echo(decision_json(decision, indent=None if batch else 2))
         else:

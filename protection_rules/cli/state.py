@@ -160,7 +160,7 @@ def commit(decision: str, state_path: str | None) -> None:
     try:
         engine = build_engine(None, state=store)
         for document in documents:
-            applied = _run(lambda: engine.commit(document.data))
+            applied = _run(lambda data=document.data: engine.commit(data))
             click.echo(to_json_line({"decision_id": document.data.get("decision_id"), "applied": applied}))
     finally:
         store.close()

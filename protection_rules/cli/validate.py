@@ -47,12 +47,23 @@ def validate(paths: tuple[str, ...], fmt: str) -> None:
     for path in _policy_files(paths):
         try:
             policy = load_policy(path)
-            results.append({"file": str(path), "valid": True, "policy": {"name": policy.name, "version": policy.version, "sha256": policy.sha256}, "errors": []})
+            results.append(
+                {
+                    "file": str(path),
+                    "valid": True,
+                    "policy": {"name": policy.name, "version": policy.version, "sha256": policy.sha256},
+                    "errors": [],
+                }
+            )
         except PolicyInvalid as exc:
-            results.append({"file": str(path), "valid": False, "errors": [issue.to_dict() for issue in exc.issues], "_issues": exc.issues})
+            results.append(
+                {"file": str(path), "valid": False, "errors": [issue.to_dict() for issue in exc.issues], "_issues": exc.issues}
+            )
     invalid = [r for r in results if not r["valid"]]
     if fmt == "json":
-        click.echo(to_json_line({"valid": not invalid, "files": [{k: v for k, v in r.items() if k != "_issues"} for r in results]}))
+        click.echo(
+            to_json_line({"valid": not invalid, "files": [{k: v for k, v in r.items() if k != "_issues"} for r in results]})
+        )
     else:
         for result in results:
             if result["valid"]:

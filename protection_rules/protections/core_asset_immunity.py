@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..timestamps import format_instant
 from .base import Condition, Context, Outcome, Protection, RuleSpec
@@ -22,11 +23,7 @@ class CoreAssetImmunity(Protection):
 
     def facts(self, ctx: Context) -> dict[str, Any]:
         core = ctx.state.core
-        active = (
-            core is not None
-            and core.designated_at <= ctx.now
-            and (core.expires_at is None or ctx.now < core.expires_at)
-        )
+        active = core is not None and core.designated_at <= ctx.now and (core.expires_at is None or ctx.now < core.expires_at)
         return {"core_active": active}
 
     def rules(self) -> tuple[RuleSpec, ...]:

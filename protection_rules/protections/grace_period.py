@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..models import StateChange
 from ..timestamps import MICROS_PER_DAY, days, format_duration, format_instant
@@ -84,9 +85,15 @@ class GracePeriod(Protection):
         if blocked:
             score = facts.get("grace_score")
             why = (
-                f"score {score:g} is below {self.score_threshold:g}" if score is not None else "no current score; grace carried from state"
+                f"score {score:g} is below {self.score_threshold:g}"
+                if score is not None
+                else "no current score; grace carried from state"
             )
-            where = f"in grace for {format_duration(elapsed)} of {self.days} days" if grace else f"a {self.days}-day grace period starts now"
+            where = (
+                f"in grace for {format_duration(elapsed)} of {self.days} days"
+                if grace
+                else f"a {self.days}-day grace period starts now"
+            )
             return Outcome(
                 "block",
                 f"{where} ({why}); `{ctx.request.action}` allowed from {format_instant(end)}",

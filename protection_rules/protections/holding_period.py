@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..timestamps import MICROS_PER_DAY, days, format_duration, format_instant
 from .base import Condition, Context, Outcome, Protection, RuleSpec
