@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from .errors import StateError
+from .errors import Refused
 from .protections.core_asset_immunity import CoreAssetImmunity
 from .state import CoreRecord, StateStore
 from .timestamps import days, format_instant
 
 
-class CoreLimitError(StateError):
-    """A designation the policy does not allow: a usage problem, not a broken store."""
-
-    exit_code = 3
+class CoreLimitError(Refused):
+    """A designation the policy does not allow: a refused operation, not a broken store."""
 
 
 def designate(store: StateStore, rules: CoreAssetImmunity, asset: str, at: int, reason: str = "") -> CoreRecord:

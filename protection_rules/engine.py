@@ -15,8 +15,8 @@ from .compiler import FACT_KIND, SENTINEL, CompiledPolicy, compile_policy
 from .decision import assemble, failed_closed
 from .errors import (
     AuditError,
+    DecisionInvalid,
     EngineFailure,
-    InputInvalid,
     Issue,
     RequestInvalid,
     StateError,
@@ -51,10 +51,6 @@ def open_default_audit() -> AuditSink:
         return open_audit(target)
     except AuditError as exc:
         return UnwritableAudit(str(target), str(exc))
-
-
-class DecisionInvalid(InputInvalid):
-    kind = "decision"
 
 
 class _DefaultAudit:

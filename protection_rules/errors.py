@@ -52,9 +52,15 @@ class Issue:
 
 
 class ProtectionRulesError(Exception):
-    """Root of every error this package raises on purpose."""
+    """Root of every error this package raises on purpose; the CLI maps `exit_code` in one place."""
 
     exit_code = EXIT_INTERNAL
+
+
+class UsageError(ProtectionRulesError):
+    """The command was called wrongly: a file that does not exist, a closed standard input."""
+
+    exit_code = EXIT_USAGE
 
 
 class InputInvalid(ProtectionRulesError):
@@ -64,7 +70,8 @@ class InputInvalid(ProtectionRulesError):
     kind = "input"
 
     def __init__(self, issues: Iterable[Issue]):
-        self.issues = tuple(issues)
+        # one message per problem, however many checks found it
+        self.issues = tuple(dict.fromkeys(issues))
         count = len(self.issues)
         head = str(self.issues[0]) if self.issues else "no details"
         more = f" (and {count - 1} more)" if count > 1 else ""
@@ -77,6 +84,18 @@ class PolicyInvalid(InputInvalid):
 
 class RequestInvalid(InputInvalid):
     kind = "request"
+
+
+class DecisionInvalid(InputInvalid):
+    """A decision handed to `commit` that does not validate or is not the one the engine issued."""
+
+    kind = "decision"
+
+
+class Refused(ProtectionRulesError):
+    """A well-formed operation the policy or the store's rules do not allow (a core limit)."""
+
+    exit_code = EXIT_INVALID_INPUT
 
 
 class EngineFailure(ProtectionRulesError):

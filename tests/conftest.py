@@ -1,13 +1,43 @@
-"""Keep every test away from the user's real state store and audit trail."""
+"""Keep every test away from the user's real state store and audit trail.
+
+The session points `$XDG_STATE_HOME` at a temporary folder before any test module is imported,
+so engines built at import time or in module-scoped fixtures land there too; each test then
+gets a fresh one of its own.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import pytest
+
+_ENV = ("XDG_STATE_HOME", "PROTECT_STATE", "PROTECT_AUDIT")
+_saved: dict[str, str | None] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _saved.update({name: os.environ.get(name) for name in _ENV})
+    _saved["_folder"] = tempfile.mkdtemp(prefix="protect-tests-state-")
+    os.environ["XDG_STATE_HOME"] = _saved["_folder"]
+    os.environ.pop("PROTECT_STATE", None)
+    os.environ.pop("PROTECT_AUDIT", None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = _saved.pop("_folder", None)
+    for name, value in _saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
 def _isolated_state_home(tmp_path_factory, monkeypatch):
-    # default paths live under $XDG_STATE_HOME; the env overrides must not leak in either
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state-home")))
     monkeypatch.delenv("PROTECT_STATE", raising=False)
     monkeypatch.delenv("PROTECT_AUDIT", raising=False)

@@ -30,7 +30,7 @@ from protection_rules.audit import (
     open_audit,
     record_hash,
 )
-from protection_rules.cli.audit import audit
+from protection_rules.cli import cli
 from protection_rules.errors import EXIT_INTERNAL, EXIT_USAGE, AuditError
 
 KINDS = ["sqlite", "jsonl"]
@@ -763,7 +763,7 @@ def test_stats_take_the_query_filters(query_log):
 
 
 def run(*args: str, env: dict[str, str] | None = None):
-    return CliRunner().invoke(audit, list(args), env=env, catch_exceptions=False)
+    return CliRunner().invoke(cli, ["audit", *args], env=env, catch_exceptions=False)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -801,12 +801,12 @@ def test_cli_missing_or_foreign_file_exits_4_naming_it(tmp_path, command):
     missing = tmp_path / "nope.sqlite"
     result = run(command, "--audit", str(missing))
     assert (result.exit_code, result.stdout) == (EXIT_INTERNAL, "")
-    assert result.stderr == f"{missing}: no such audit log\n"
+    assert result.stderr == f"protect: {missing}: no such audit log\n"
     assert not missing.exists()
     foreign = _a_text_file(tmp_path, "sqlite")
     result = run(command, "--audit", str(foreign))
     assert result.exit_code == EXIT_INTERNAL
-    assert result.stderr == f"{foreign}: not an audit log: not a SQLite database\n"
+    assert result.stderr == f"protect: {foreign}: not an audit log: not a SQLite database\n"
 
 
 @pytest.mark.parametrize("command", ["query", "stats"])

@@ -8,7 +8,7 @@ import pytest
 
 from protection_rules import Engine, RequestInvalid, StateError
 from protection_rules.designations import CoreLimitError, designate, extend, revoke
-from protection_rules.engine import DecisionInvalid
+from protection_rules.errors import DecisionInvalid
 from protection_rules.models import AssetState, GraceState, PositionEvent
 from protection_rules.state import MemoryStateStore, SqliteStateStore
 from protection_rules.timestamps import parse_instant as at

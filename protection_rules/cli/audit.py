@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from ..audit import JsonlAuditLog, SqliteAuditLog, canonical_json, open_audit
-from ..errors import AuditError
 from ..paths import AUDIT_ENV, default_audit_path
 from ..reporting import to_json_line
 from ..timestamps import format_instant, parse_instant
@@ -55,15 +53,8 @@ def _filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-@contextmanager
-def _opened(path: str) -> Iterator[SqliteAuditLog | JsonlAuditLog]:
-    """Open the log read-only; any AuditError (even while iterating) exits with its code."""
-    try:
-        with open_audit(path, mode="read") as log:
-            yield log
-    except AuditError as exc:
-        click.echo(str(exc), err=True)
-        raise SystemExit(exc.exit_code) from None
+def _opened(path: str) -> SqliteAuditLog | JsonlAuditLog:
+    return open_audit(path, mode="read")
 
 
 @click.group()
@@ -93,7 +84,7 @@ def verify(audit_path: str, fmt: str) -> None:
     else:
         head = f" (head {result.head})" if result.ok and result.head else ""
         click.echo(f"audit log {audit_path}: {result.describe()}{head}")
-    raise SystemExit(0 if result.ok else 1)
+    raise click.exceptions.Exit(0 if result.ok else 1)
 
 
 @audit.command()

@@ -74,7 +74,7 @@ def evaluate(request, policy_path, fmt, now, explain, state_path, no_state, audi
             click.echo(decision_json(decision, indent=None if batch else 2))
         else:
             click.echo(decision_text(decision, label=document.label if batch else None))
-    raise SystemExit(exit_code(decisions))
+    raise click.exceptions.Exit(exit_code(decisions))
 
 
 def _with_now(document: RequestDocument, now: str) -> RequestDocument:

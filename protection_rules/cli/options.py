@@ -10,15 +10,8 @@ from typing import Any
 import click
 
 from ..engine import Engine
-from ..errors import (
-    EXIT_INTERNAL,
-    EXIT_INVALID_INPUT,
-    AuditError,
-    PolicyInvalid,
-    StateError,
-)
+from ..errors import AuditError
 from ..paths import AUDIT_ENV, STATE_ENV, default_audit_path, default_state_path
-from ..reporting import issues_text
 from ..resources import default_policy_path
 from ..state import StateStore, open_state
 
@@ -52,11 +45,6 @@ def audit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def fail(message: str, code: int) -> None:
-    click.echo(f"protect: {message}", err=True)
-    raise SystemExit(code)
-
-
 def open_store(path: str | None, *, for_writing: bool) -> StateStore | None:
     """The state store a command uses.
 
@@ -67,11 +55,7 @@ def open_store(path: str | None, *, for_writing: bool) -> StateStore | None:
     target = Path(path) if path else default_state_path()
     if not path and not for_writing and not target.exists():
         return None
-    try:
-        return open_state(target, create=for_writing)
-    except StateError as exc:
-        fail(str(exc), EXIT_INTERNAL)
-    return None
+    return open_state(target, create=for_writing)
 
 
 def open_sink(path: str | None, no_audit: bool) -> Any:
@@ -88,8 +72,4 @@ def open_sink(path: str | None, no_audit: bool) -> Any:
 
 
 def build_engine(policy_path: str | None, **options: Any) -> Engine:
-    try:
-        return Engine.from_policy(policy_path or default_policy_path(), **options)
-    except PolicyInvalid as exc:
-        click.echo(issues_text(exc.issues), err=True)
-        raise SystemExit(EXIT_INVALID_INPUT) from None
+    return Engine.from_policy(policy_path or default_policy_path(), **options)

@@ -10,16 +10,13 @@ from typing import Any
 import click
 
 from ..designations import designate, extend, revoke
-from ..errors import (
-    EXIT_INTERNAL,
-    EXIT_INVALID_INPUT,
-    InputInvalid,
-    ProtectionRulesError,
-)
+from ..errors import InputInvalid, StateError
 from ..loading import DocumentInvalid, read_requests, read_text
-from ..reporting import issues_text, to_json_line
+from ..policy import load_policy
+from ..reporting import to_json_line
+from ..resources import default_policy_path
 from ..timestamps import format_instant, parse_instant
-from .options import build_engine, fail, open_store, policy_option, state_option
+from .options import build_engine, open_store, policy_option, state_option
 
 
 def _at(value: str | None) -> int:
@@ -33,15 +30,6 @@ def _at(value: str | None) -> int:
 
 
 at_option = click.option("--at", "at", default=None, metavar="ISO", help="When it happened. [default: now]")
-
-
-def _run(action: Any) -> Any:
-    try:
-        return action()
-    except InputInvalid as exc:
-        fail(issues_text(exc.issues), exc.exit_code)  # every problem, not just the first
-    except ProtectionRulesError as exc:
-        fail(str(exc), exc.exit_code)
 
 
 @click.group()
@@ -61,10 +49,10 @@ def show(asset: str, state_path: str | None) -> None:
     """
     store = open_store(state_path, for_writing=False)
     if store is None:
-        fail("no state store yet; record something first or pass --state", EXIT_INTERNAL)
+        raise StateError("no state store yet; record something first or pass --state")
     try:
-        stored = _run(lambda: store.load(asset))
-        core = _run(lambda: store.core(asset))
+        stored = store.load(asset)
+        core = store.core(asset)
     finally:
         store.close()
     out: dict[str, Any] = {"asset": asset, "state": stored.to_dict() if stored else {}}
@@ -86,10 +74,10 @@ def _core_command(name: str, help_text: str, apply: Any) -> None:
     @policy_option
     @state_option
     def command(asset: str, at: str | None, reason: str, policy_path: str | None, state_path: str | None) -> None:
-        rules = build_engine(policy_path).policy.protections["core_asset_immunity"]
+        rules = load_policy(policy_path or default_policy_path()).protections["core_asset_immunity"]
         store = open_store(state_path, for_writing=True)
         try:
-            record = _run(lambda: apply(store, rules, asset, _at(at), reason))
+            record = apply(store, rules, asset, _at(at), reason)
         finally:
             store.close()
         expires = format_instant(record.expires_at) if record and record.expires_at is not None else None
@@ -128,7 +116,7 @@ def record(kind: str, asset: str, at: str | None, size: float | None, state_path
     """
     store = open_store(state_path, for_writing=True)
     try:
-        _run(lambda: store.record_execution(asset, kind, _at(at), size))
+        store.record_execution(asset, kind, _at(at), size)
     finally:
         store.close()
     click.echo(to_json_line({"asset": asset, "recorded": kind, "at": format_instant(_at(at)) if at else None}))
@@ -151,16 +139,16 @@ def commit(decision: str, state_path: str | None) -> None:
     try:
         text = sys.stdin.read() if decision == "-" else read_text(decision)
     except DocumentInvalid as exc:
-        fail(issues_text(exc.issues), EXIT_INVALID_INPUT)
+        raise InputInvalid(exc.issues) from None
     documents = read_requests(text, name, lines=None)
     bad = [issue for doc in documents for issue in doc.issues]
     if bad:
-        fail(issues_text(bad), EXIT_INVALID_INPUT)
+        raise InputInvalid(bad)
     store = open_store(state_path, for_writing=True)
     try:
         engine = build_engine(None, state=store)
         for document in documents:
-            applied = _run(lambda data=document.data: engine.commit(data))
+            applied = engine.commit(document.data)
             click.echo(to_json_line({"decision_id": document.data.get("decision_id"), "applied": applied}))
     finally:
         store.close()

@@ -74,4 +74,4 @@ def validate(paths: tuple[str, ...], fmt: str) -> None:
                     click.echo(str(issue))
         errors = sum(len(r["errors"]) for r in invalid)
         click.echo(f"{len(results)} file(s) checked, {len(invalid)} invalid, {errors} error(s)", err=True)
-    raise SystemExit(1 if invalid else 0)
+    raise click.exceptions.Exit(1 if invalid else 0)
