@@ -23,13 +23,9 @@ from .errors import (
 )
 from .facts import enrich, resolve_context
 from .loading import RequestDocument, SourceMap
-from .models import (
-    ProtectionDecision,
-    ProtectionRequest,
-    prepare_request_validation,
-    state_chronology_issues,
-)
+from .models import ProtectionDecision, ProtectionRequest
 from .network import RuleNetwork
+from .parsing import instants_as_text, parse_request, prepare_request_validation, state_chronology_issues
 from .paths import AUDIT_ENV, default_audit_path
 from .policy import Policy, load_policy
 from .protections import Context
@@ -197,7 +193,7 @@ class Engine:
         if isinstance(request, ProtectionRequest):
             # re-validate typed requests too: a hand-built object must not skip the checks
             request = request.to_dict()
-        parsed = ProtectionRequest.from_dict(request, source=source)
+        parsed = parse_request(request, source=source)
         stored = None
         if parsed.state is None and self.state is not None:
             stored = self.state.load(parsed.asset)
@@ -327,11 +323,13 @@ def _as_received(request: Any) -> Any:
     """The request as JSON for the audit trail; what cannot be JSON is kept as its repr."""
     if isinstance(request, ProtectionRequest):
         return request.to_dict()
-    try:
-        json.dumps(request, allow_nan=False)
-        return request
-    except (TypeError, ValueError):
-        return {"unparsed": repr(request)[:100_000]}
+    for candidate in (request, instants_as_text(request)[0]):
+        try:
+            json.dumps(candidate, allow_nan=False)
+            return candidate
+        except (TypeError, ValueError):
+            continue
+    return {"unparsed": repr(request)[:100_000]}
 
 
 def _invalid_reason(issues: Sequence[Issue]) -> str:

@@ -1,27 +1,36 @@
-"""Request and decision values (names from the plan), with `from_dict` / `to_dict`."""
+"""Request and decision values (names from the plan), with `to_dict` (and `from_dict` for the
+decision). Parsing and validating a request document lives in `parsing.py`.
+
+Instants are integer microseconds since the epoch, UTC (see timestamps.py). The value types also
+take a timezone-aware `datetime` or an ISO string wherever an instant goes, for Python callers,
+and normalise it on construction; a naive `datetime` raises `RequestInvalid`.
+"""
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any, Literal
 
-import fastjsonschema
-
 from .errors import Issue, RequestInvalid
-from .loading import SourceMap
-from .resources import schema
-from .timestamps import format_instant, parse_instant
-from .validation import schema_issues
+from .timestamps import format_instant, parse_instant, to_instant
 
 Action = Literal["open", "close", "increase", "decrease"]
 Status = Literal["pass", "block", "overridden", "skipped", "not_applicable", "error"]
 
-# Instants are integer microseconds since the epoch, UTC (see timestamps.py).
 Instant = int
+
+
+def _normalise(value: Any, fields: tuple[tuple[str, str], ...]) -> None:
+    """Turn each instant field that is not already epoch microseconds into them, in place."""
+    for name, path in fields:
+        seen = getattr(value, name)
+        if seen is None or type(seen) is int:
+            continue
+        try:
+            object.__setattr__(value, name, to_instant(seen))
+        except ValueError as exc:
+            raise RequestInvalid([Issue("timestamp-invalid", path, str(exc))]) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,11 +38,17 @@ class CoreDesignation:
     designated_at: Instant
     expires_at: Instant | None = None
 
+    def __post_init__(self) -> None:
+        _normalise(self, (("designated_at", "$.state.core.designated_at"), ("expires_at", "$.state.core.expires_at")))
+
 
 @dataclass(frozen=True, slots=True)
 class GraceState:
     started_at: Instant
     original_size: float | None = None
+
+    def __post_init__(self) -> None:
+        _normalise(self, (("started_at", "$.state.grace.started_at"),))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,15 +57,23 @@ class PositionEvent:
     at: Instant
     size: float | None = None
 
+    def __post_init__(self) -> None:
+        _normalise(self, (("at", "$.state.events[*].at"),))
+
 
 @dataclass(frozen=True, slots=True)
 class AssetState:
-    """What happened to one asset before a request (SPEC.md section 3)."""
+    """What happened to one asset before a request (docs/semantics.md, asset state)."""
 
     core: CoreDesignation | None = None
     grace: GraceState | None = None
     events: tuple[PositionEvent, ...] = ()
     last_override_at: Instant | None = None
+
+    def __post_init__(self) -> None:
+        _normalise(self, (("last_override_at", "$.state.last_override_at"),))
+        if type(self.events) is not tuple:
+            object.__setattr__(self, "events", tuple(self.events))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -73,6 +96,9 @@ class RegimeContext:
     new_regime: str | None = None
     change_date: Instant | None = None
 
+    def __post_init__(self) -> None:
+        _normalise(self, (("change_date", "$.regime.change_date"),))
+
     def to_dict(self) -> dict[str, Any]:
         return _compact(
             changed=self.changed,
@@ -83,7 +109,7 @@ class RegimeContext:
         )
 
 
-_OPTIONAL_NUMBERS = (
+OPTIONAL_NUMBERS = (
     "current_size",
     "target_size",
     "current_score",
@@ -97,7 +123,8 @@ _OPTIONAL_NUMBERS = (
 
 @dataclass(frozen=True, slots=True)
 class ProtectionRequest:
-    """One proposed position change for one asset (SPEC.md section 1)."""
+    """One proposed position change for one asset (docs/semantics.md). Build it directly, or
+    parse a request document with `parsing.parse_request`; the engine validates both the same way."""
 
     asset: str
     action: Action
@@ -117,58 +144,8 @@ class ProtectionRequest:
     regime: RegimeContext | None = None
     state: AssetState | None = None
 
-    @classmethod
-    def from_dict(cls, data: Any, *, source: str | None = None) -> ProtectionRequest:
-        """Validate and parse a request; raises `RequestInvalid` with every issue found."""
-        if not _fast_valid(data):
-            if not isinstance(data, dict):
-                raise RequestInvalid([Issue("schema-type", "$", "a request must be a JSON object", source)])
-            issues = schema_issues("request", data, SourceMap(source))
-            raise RequestInvalid(issues or [Issue("schema-invalid", "$", "request does not match the schema", source)])
-        bad: list[Issue] = []
-        try:
-            now = parse_instant(data["current_date"])
-        except ValueError as exc:
-            raise RequestInvalid([Issue("timestamp-invalid", "$.current_date", str(exc), source)]) from None
-
-        def at(text: str | None, path: str) -> Instant | None:
-            """Parse an instant that must not lie after `current_date` (SPEC.md section 2)."""
-            if text is None:
-                return None
-            try:
-                instant = parse_instant(text)
-            except ValueError as exc:
-                bad.append(Issue("timestamp-invalid", path, str(exc), source))
-                return None
-            if instant > now and not path.endswith(".expires_at"):
-                bad.append(_future(path, instant, now, source))
-            return instant
-
-        regime, state = data.get("regime"), data.get("state")
-        request = cls(
-            asset=data["asset"],
-            action=data["action"],
-            current_date=now,
-            reason=data.get("reason") or "",
-            position_entry_date=at(data.get("position_entry_date"), "$.position_entry_date"),
-            metadata=data.get("metadata") or {},
-            request_id=data.get("request_id"),
-            regime=None
-            if not regime
-            else RegimeContext(
-                changed=regime["changed"],
-                severity=regime.get("severity") or "normal",
-                old_regime=regime.get("old_regime"),
-                new_regime=regime.get("new_regime"),
-                change_date=at(regime.get("change_date"), "$.regime.change_date"),
-            ),
-            state=None if state is None else _parse_state(state, at),
-            **{name: data.get(name) for name in _OPTIONAL_NUMBERS},
-        )
-        issues = bad or _number_issues(data, source) or _core_order(request.state, source)
-        if issues:
-            raise RequestInvalid(issues)
-        return request
+    def __post_init__(self) -> None:
+        _normalise(self, (("current_date", "$.current_date"), ("position_entry_date", "$.position_entry_date")))
 
     def to_dict(self) -> dict[str, Any]:
         out = _compact(
@@ -178,7 +155,7 @@ class ProtectionRequest:
             current_date=_fmt(self.current_date),
             reason=self.reason or None,
             position_entry_date=_fmt(self.position_entry_date),
-            **{name: getattr(self, name) for name in _OPTIONAL_NUMBERS},
+            **{name: getattr(self, name) for name in OPTIONAL_NUMBERS},
         )
         if self.metadata:
             out["metadata"] = dict(self.metadata)
@@ -350,46 +327,6 @@ class ProtectionDecision:
 # ------------------------------------------------------------------------------------ helpers
 
 
-@cache
-def _fast_validator() -> Any:
-    # fastjsonschema compiles the same schema file into Python code: ~5 us instead of ~95 us.
-    # It only gates; on any failure jsonschema produces the full, human error report.
-    return fastjsonschema.compile(schema("request"))
-
-
-def prepare_request_validation() -> None:
-    """Compile the request validator ahead of the first request (it takes milliseconds)."""
-    _fast_validator()
-
-
-def _fast_valid(data: Any) -> bool:
-    try:
-        _fast_validator()(data)
-    except fastjsonschema.JsonSchemaException:
-        return False
-    return True
-
-
-def _parse_state(data: Mapping[str, Any], at: Any) -> AssetState:
-    core, grace = data.get("core"), data.get("grace")
-    events = [
-        PositionEvent(event["type"], at(event["at"], f"$.state.events[{index}].at"), event.get("size"))
-        for index, event in enumerate(data.get("events") or ())
-    ]
-    return AssetState(
-        core=None
-        if not core
-        else CoreDesignation(
-            at(core["designated_at"], "$.state.core.designated_at"),
-            at(core.get("expires_at"), "$.state.core.expires_at"),
-        ),
-        grace=None if not grace else GraceState(at(grace["started_at"], "$.state.grace.started_at"), grace.get("original_size")),
-        # sorted by time, stably: events at the same instant keep their given order
-        events=tuple(sorted(events, key=lambda e: e.at or 0)),
-        last_override_at=at(data.get("last_override_at"), "$.state.last_override_at"),
-    )
-
-
 def _at(text: str | None) -> Instant | None:
     return None if text is None else parse_instant(text)
 
@@ -400,65 +337,6 @@ def _fmt(instant: Instant | None) -> str | None:
 
 def _compact(**values: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
-
-
-# No score, size or count is anywhere near this; beyond it, float arithmetic stops being exact.
-MAX_MAGNITUDE = 1e15
-
-
-def _number_issues(data: Mapping[str, Any], source: str | None) -> list[Issue]:
-    """NaN and infinity pass JSON Schema's `number`; they must never reach a comparison."""
-    found = [(name, data.get(name)) for name in _OPTIONAL_NUMBERS]
-    state = data.get("state")
-    if state:
-        grace = state.get("grace")
-        if grace:
-            found.append(("state.grace.original_size", grace.get("original_size")))
-        for index, event in enumerate(state.get("events") or ()):
-            found.append((f"state.events[{index}].size", event.get("size")))
-    issues = []
-    for path, value in found:
-        if value is None or -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
-            continue  # NaN fails both comparisons, so it falls through to here
-        if isinstance(value, float) and not math.isfinite(value):
-            issues.append(Issue("number-not-finite", f"$.{path}", f"`{value}` is not a finite number", source))
-        else:
-            shown = repr(value) if len(repr(value)) <= 24 else repr(value)[:21] + "..."
-            issues.append(Issue("number-out-of-range", f"$.{path}", f"`{shown}` is beyond +/-{MAX_MAGNITUDE:g}", source))
-    if data.get("metadata"):
-        try:
-            json.dumps(data["metadata"], allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            issues.append(Issue("metadata-not-json", "$.metadata", f"metadata must be plain JSON: {exc}", source))
-    return issues
-
-
-def state_chronology_issues(state: AssetState, now: Instant, source: str | None) -> list[Issue]:
-    """SPEC.md section 2 for a stored state: every instant but `expires_at` must not be after now."""
-    stamps: list[tuple[str, Instant | None]] = [("$.state.last_override_at", state.last_override_at)]
-    if state.core:
-        stamps.append(("$.state.core.designated_at", state.core.designated_at))
-    if state.grace:
-        stamps.append(("$.state.grace.started_at", state.grace.started_at))
-    stamps.extend((f"$.state.events[{index}].at", event.at) for index, event in enumerate(state.events))
-    issues = [_future(path, instant, now, source) for path, instant in stamps if instant is not None and instant > now]
-    return issues + _core_order(state, source)
-
-
-def _core_order(state: AssetState | None, source: str | None) -> list[Issue]:
-    core = state.core if state else None
-    if core and core.expires_at is not None and core.expires_at <= core.designated_at:
-        return [Issue("timestamp-order", "$.state.core.expires_at", "`expires_at` must be after `designated_at`", source)]
-    return []
-
-
-def _future(path: str, instant: Instant, now: Instant, source: str | None) -> Issue:
-    return Issue(
-        "timestamp-future",
-        path,
-        f"`{format_instant(instant)}` is after `current_date` `{format_instant(now)}`",
-        source,
-    )
 
 
 __all__ = [

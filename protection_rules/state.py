@@ -18,13 +18,13 @@ from typing import Literal, Protocol
 
 from .errors import Issue, RequestInvalid, StateError
 from .models import (
-    MAX_MAGNITUDE,
     AssetState,
     CoreDesignation,
     GraceState,
     PositionEvent,
     ProtectionDecision,
 )
+from .parsing import MAX_MAGNITUDE
 from .resources import schema
 
 SCHEMA_VERSION = 1

@@ -7,8 +7,9 @@ network, which has no date type. A duration of N days is exactly N x 24 h.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 MICROS_PER_SECOND = 1_000_000
 MICROS_PER_DAY = 86_400 * MICROS_PER_SECOND
@@ -47,6 +48,34 @@ def parse_instant(text: str) -> int:
         raise ValueError(f"`{text}` is outside the supported years {MIN_YEAR}..{MAX_YEAR}")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * MICROS_PER_SECOND + delta.microseconds
+
+
+def to_instant(value: Any) -> int:
+    """An instant from what a Python caller holds: epoch microseconds (int), a timezone-aware
+    `datetime`, a `date` (00:00 UTC) or an ISO-8601 string. A naive `datetime` is refused:
+    guessing its zone would move every window by hours."""
+    if type(value) is int:
+        return value
+    if isinstance(value, str):
+        return parse_instant(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(
+                f"`{value.isoformat()}` is a naive datetime; give it a timezone, "
+                "for example `datetime(2026, 3, 10, 9, 0, tzinfo=timezone.utc)`"
+            )
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day, tzinfo=UTC)
+    else:
+        raise ValueError(
+            f"`{value!r}` is not an instant; give a timezone-aware datetime or an ISO-8601 timestamp "
+            "such as `2026-03-10T09:00:00Z`"
+        )
+    if not MIN_YEAR <= moment.astimezone(UTC).year <= MAX_YEAR:
+        raise ValueError(f"`{moment.isoformat()}` is outside the supported years {MIN_YEAR}..{MAX_YEAR}")
     delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * MICROS_PER_SECOND + delta.microseconds
 

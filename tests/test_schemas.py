@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from protection_rules.errors import RequestInvalid
-from protection_rules.models import ProtectionRequest, _fast_valid
+from protection_rules.parsing import _fast_valid, parse_request
 from protection_rules.timestamps import TIMESTAMP_PATTERN
 from protection_rules.validation import validator
 
@@ -240,11 +240,11 @@ ROUND_TRIPS = [
 @pytest.mark.parametrize(("given_", "normalized"), [c[1:] for c in ROUND_TRIPS], ids=[c[0] for c in ROUND_TRIPS])
 def test_request_round_trip(given_, normalized):
     original = copy.deepcopy(given_)
-    out = ProtectionRequest.from_dict(given_).to_dict()
+    out = parse_request(given_).to_dict()
     assert out == normalized
     assert given_ == original  # parsing does not mutate its input
     # the normalized form is a fixed point, and is itself a valid request
-    assert ProtectionRequest.from_dict(out).to_dict() == out
+    assert parse_request(out).to_dict() == out
     validator("request").validate(out)
 
 
@@ -253,11 +253,11 @@ def test_null_severity_means_normal(severity):
     # The request schema says "optional fields may be null, which means absent", and an absent
     # severity means `normal` (SPEC.md section 4); `severity` is typed string-or-null.
     data = req(regime={"changed": True, "severity": severity})
-    assert ProtectionRequest.from_dict(data).to_dict()["regime"] == {"changed": True, "severity": "normal"}
+    assert parse_request(data).to_dict()["regime"] == {"changed": True, "severity": "normal"}
 
 
 def test_request_instants_are_epoch_microseconds():
-    request = ProtectionRequest.from_dict(FULL)
+    request = parse_request(FULL)
     assert request.current_date == 1_773_133_200_000_000  # 2026-03-10T09:00:00Z
     assert request.regime.change_date == request.current_date - 8 * 3600 * 1_000_000
     assert request.state.core.expires_at % 1_000_000 == 250_000
@@ -368,7 +368,7 @@ INVALID = [
 @pytest.mark.parametrize(("data", "expected"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
 def test_invalid_request(data, expected):
     with pytest.raises(RequestInvalid) as caught:
-        ProtectionRequest.from_dict(data, source="req.json")
+        parse_request(data, source="req.json")
     assert [(i.code, i.path) for i in caught.value.issues] == expected
     assert all(i.file == "req.json" for i in caught.value.issues)
 
@@ -376,14 +376,14 @@ def test_invalid_request(data, expected):
 @pytest.mark.parametrize("data", [[BASE], "BTC", None, 42])
 def test_request_must_be_an_object(data):
     with pytest.raises(RequestInvalid) as caught:
-        ProtectionRequest.from_dict(data)
+        parse_request(data)
     assert [(i.code, i.path) for i in caught.value.issues] == [("schema-type", "$")]
 
 
 def test_invalid_request_messages_help():
     def message(data):
         with pytest.raises(RequestInvalid) as caught:
-            ProtectionRequest.from_dict(data)
+            parse_request(data)
         return caught.value.issues[0].message
 
     assert "did you mean `close`?" in message(req(action="clsoe"))
@@ -396,7 +396,7 @@ def test_invalid_request_messages_help():
 def test_every_mistake_of_a_kind_is_reported():
     data = req(asset=5, action="sell", colour="red")
     with pytest.raises(RequestInvalid) as caught:
-        ProtectionRequest.from_dict(data)
+        parse_request(data)
     assert sorted((i.code, i.path) for i in caught.value.issues) == [
         ("schema-enum", "$.action"),
         ("schema-type", "$.asset"),
@@ -520,12 +520,12 @@ def test_fast_gate_agrees_with_jsonschema(data):
 def test_from_dict_fails_closed(data):
     # Whatever comes in: a request, or RequestInvalid with at least one issue; never another error.
     try:
-        request = ProtectionRequest.from_dict(data)
+        request = parse_request(data)
     except RequestInvalid as exc:
         assert exc.issues
         return
     out = request.to_dict()
     validator("request").validate(out)
-    assert ProtectionRequest.from_dict(out) == request
+    assert parse_request(out) == request
     for value in (request.current_size, request.current_score, request.target_size):
         assert value is None or math.isfinite(value)
