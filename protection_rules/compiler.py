@@ -54,6 +54,8 @@ class CompiledPolicy:
     mirror: Callable[[Mapping[str, Any]], tuple[str, ...]]
     protection_of: Mapping[str, str]
     ref: PolicyRef
+    approved_reason: str
+    disabled_note: str
 
     @property
     def sha256(self) -> str:
@@ -107,8 +109,30 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         mirror=_generate_mirror(rules),
         protection_of={rule.id: rule.protection for rule in rules},
         ref=PolicyRef(policy.name, policy.version, policy.sha256),
+        approved_reason=_approved_reason(policy),
+        disabled_note=_disabled_note(policy),
         max_activations=1 + sum(math.prod(len(c.value) for c in r.conditions if c.op == "in") for r in rules),
     )
+
+
+def _disabled(policy: Policy) -> list[str]:
+    return [name for name, protection in policy.protections.items() if not protection.enabled]
+
+
+def _disabled_note(policy: Policy) -> str:
+    """What an approval must not hide: the protections this policy switched off."""
+    disabled = _disabled(policy)
+    return f"; disabled in this policy: {', '.join(disabled)}" if disabled else ""
+
+
+def _approved_reason(policy: Policy) -> str:
+    """The reason of an approval that needed no override, fixed per policy."""
+    can_block = [name for name in policy.hierarchy if policy.protections[name].enabled and policy.protections[name].can_block]
+    if not can_block:
+        return "Approved without checks: no protection that can block is enabled in this policy" + _disabled_note(policy)
+    if _disabled(policy):
+        return "All enabled protection checks passed" + _disabled_note(policy)
+    return "All protection checks passed"
 
 
 def _generate_mirror(rules: list[CompiledRule]) -> Callable[[Mapping[str, Any]], tuple[str, ...]]:

@@ -18,7 +18,6 @@ from .protections import Context
 from .protections.regime_override import RegimeOverride
 from .timestamps import parse_instant
 
-APPROVED = "All protection checks passed"
 INTERNAL_CODES = frozenset({"engine-failure", "internal-error", "state-error", "audit-error"})
 
 
@@ -80,6 +79,7 @@ def assemble(
     approved = not blocking
     override_applied = approved and bool(overridden)
     override_reason = None
+    reason = compiled.approved_reason if approved else f"Action blocked by: {', '.join(blocking)}"
     if override_applied:
         regime = ctx.request.regime
         moves = " to ".join(r for r in (regime.old_regime, regime.new_regime) if r) if regime else ""
@@ -87,12 +87,16 @@ def assemble(
         override_reason = (
             "; ".join(f"regime override bypassed {name}" for name in overridden) + f" ({severity} severity{transition})"
         )
+        reason = (
+            f"Approved by regime override ({severity}{': ' + moves if moves else ''}): "
+            f"bypassed {', '.join(overridden)}{compiled.disabled_note}"
+        )
         changes.append(StateChange("override_used", ctx.request.asset, ctx.now, severity=severity, bypassed=tuple(overridden)))
     times = [unblocks.get(name) for name in blocking]
     unblocks_at = max(times) if blocking and all(t is not None for t in times) else None  # type: ignore[type-var]
     return ProtectionDecision(
         approved=approved,
-        reason=APPROVED if approved else f"Action blocked by: {', '.join(blocking)}",
+        reason=reason,
         blocking_systems=tuple(blocking),
         override_applied=override_applied,
         override_reason=override_reason,

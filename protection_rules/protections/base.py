@@ -83,6 +83,7 @@ class Protection:
     name: ClassVar[str]
     overridable: ClassVar[bool] = True
     short_circuits: ClassVar[bool] = False
+    can_block: ClassVar[bool] = True
     fact_types: ClassVar[Mapping[str, type]] = {}
 
     def __init__(self, block: Mapping[str, Any]):

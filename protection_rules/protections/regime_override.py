@@ -13,6 +13,7 @@ SEVERITIES = ("normal", "high", "critical")
 
 class RegimeOverride(Protection):
     name = "regime_override"
+    can_block = False
     fact_types = {
         "regime_changed": bool,
         "regime_severity": str,
