@@ -11,28 +11,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import __version__
+from .commit import AuditedDecisions, Committer, IssuedDecisions
 from .compiler import FACT_KIND, SENTINEL, CompiledPolicy, compile_policy
 from .decision import assemble, failed_closed
 from .errors import (
     AuditError,
-    DecisionInvalid,
     EngineFailure,
     Issue,
     RequestInvalid,
     StateError,
 )
 from .facts import enrich, resolve_context
-from .loading import RequestDocument, SourceMap
+from .loading import RequestDocument
 from .models import ProtectionDecision, ProtectionRequest
 from .network import RuleNetwork
 from .parsing import instants_as_text, parse_request, prepare_request_validation, state_chronology_issues
 from .paths import AUDIT_ENV, default_audit_path
 from .policy import Policy, load_policy
 from .protections import Context
+from .recording import Recorder, wall_clock
 from .resources import default_policy_path
 from .state import StateStore
-from .timestamps import format_instant, parse_instant
-from .validation import schema_issues
+from .timestamps import format_instant
 
 if TYPE_CHECKING:
     from .audit import AuditSink
@@ -77,11 +77,14 @@ class Engine:
         state: StateStore | None = None,
         audit: AuditSink | None = DEFAULT_AUDIT,
         new_id: Callable[[], str] | None = None,
+        clock: Callable[[], int] = wall_clock,
     ):
         self.compiled = compiled
         self.state = state
         self.audit = open_default_audit() if audit is DEFAULT_AUDIT else audit
         self._owns_audit = audit is DEFAULT_AUDIT
+        self._clock = clock  # epoch microseconds; only recording checks it, never a decision
+        self._issued = IssuedDecisions() if self.audit is None else None
         self._protections = compiled.enabled_protections()
         prepare_request_validation()  # compile once here, not inside the first decision's time
         self._new_id = new_id or _random_id
@@ -239,6 +242,9 @@ class Engine:
     def _recorded(self, evaluated: list[_Evaluated]) -> list[ProtectionDecision]:
         """Write the batch's audit records in one go; if that fails, every decision is a deny."""
         if self.audit is None:
+            assert self._issued is not None
+            for item in evaluated:
+                self._issued.keep(item.decision)
             return [item.decision for item in evaluated]
         try:
             self.audit.append([item.record for item in evaluated])
@@ -261,28 +267,23 @@ class Engine:
     def commit(self, decision: ProtectionDecision | Mapping[str, Any]) -> bool:
         """Apply a decision's state changes (after the order executed); idempotent by decision id.
 
-        Returns False when this decision was already committed. Raises `StateError` without a
-        store, `DecisionInvalid` for a decision document that does not validate.
+        Only a decision this engine's audit trail holds is applied, and only as recorded (see
+        commit.py); an engine with `audit=None` commits the decisions that change state which it
+        issued itself (the last 10,000). Returns False when the decision was already committed.
+        Raises `StateError` without a store, `DecisionInvalid` for a decision that does not
+        validate, is not found or differs from the record.
         """
         if self.state is None:
             raise StateError("no state store configured: pass state=... or --state PATH")
-        if not isinstance(decision, ProtectionDecision):
-            issues = (
-                schema_issues("decision", decision, SourceMap(None))
-                if isinstance(decision, dict)
-                else [Issue("schema-type", "$", "a decision must be a JSON object")]
-            )
-            if issues:
-                raise DecisionInvalid(issues)
-            decision = ProtectionDecision.from_dict(decision)
-        return self.state.apply(decision, decision.decision_id)
+        source = self._issued if self.audit is None else AuditedDecisions(self.audit)
+        return Committer(self.state, source).commit(decision)
 
-    def record_execution(self, asset: str, kind: Literal["open", "close"], at: int | str, size: float | None = None) -> None:
-        """Record an executed open or close (a close also ends the asset's grace period)."""
+    def record_execution(self, asset: str, kind: Literal["open", "close"], at: Any, size: float | None = None) -> None:
+        """Record an executed open or close at `at` (epoch microseconds, an aware datetime or
+        ISO text; not later than this engine's clock allows). A close also ends grace."""
         if self.state is None:
             raise StateError("no state store configured: pass state=... or --state PATH")
-        when = parse_instant(at) if isinstance(at, str) else at
-        self.state.record_execution(asset, kind, when, size)
+        Recorder(self.state, clock=self._clock).record_execution(asset, kind, at, size)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from .models import (
 )
 from .parsing import MAX_MAGNITUDE
 from .resources import schema
+from .timestamps import format_instant
 
 SCHEMA_VERSION = 1
 # the request schema's asset pattern: what no request could name must not be stored either
@@ -41,6 +42,20 @@ def check_input(asset: str, size: float | None = None) -> None:
         issues.append(Issue("size-invalid", "$.size", f"`{size}` is not a size (a finite number >= 0)"))
     if issues:
         raise RequestInvalid(issues)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An execution as stored, with the id an operator uses to correct it."""
+
+    id: int
+    asset: str
+    type: Literal["open", "close"]
+    at: int
+    size: float | None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"id": self.id, "asset": self.asset, "type": self.type, "at": format_instant(self.at), "size": self.size}
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +80,12 @@ class StateStore(Protocol):
 
     def record_execution(self, asset: str, kind: Literal["open", "close"], at: int, size: float | None) -> None: ...
 
+    def events(self, asset: str) -> list[StoredEvent]:
+        """The asset's executions in time order (ties in the order they were recorded)."""
+
+    def remove_event(self, asset: str, event_id: int) -> StoredEvent | None:
+        """Delete one execution; None when the asset has no event with that id."""
+
     def core(self, asset: str) -> CoreRecord | None: ...
 
     def cores(self) -> list[CoreRecord]: ...
@@ -88,14 +109,15 @@ class MemoryStateStore:
         self._lock = threading.Lock()
         self._cores: dict[str, CoreRecord] = {}
         self._grace: dict[str, GraceState] = {}
-        self._events: dict[str, list[PositionEvent]] = {}
+        self._events: dict[str, list[StoredEvent]] = {}
+        self._next_event = 1
         self._overrides: dict[str, int] = {}
         self._applied: set[str] = set()
 
     def load(self, asset: str) -> AssetState | None:
+        events = tuple(PositionEvent(e.type, e.at, e.size) for e in self.events(asset))
         with self._lock:
             core = self._cores.get(asset)
-            events = tuple(sorted(self._events.get(asset, ()), key=lambda e: e.at))
             state = AssetState(
                 core=CoreDesignation(core.designated_at, core.expires_at) if core else None,
                 grace=self._grace.get(asset),
@@ -103,6 +125,18 @@ class MemoryStateStore:
                 last_override_at=self._overrides.get(asset),
             )
         return None if state == AssetState() else state
+
+    def events(self, asset: str) -> list[StoredEvent]:
+        with self._lock:
+            return sorted(self._events.get(asset, ()), key=lambda e: (e.at, e.id))
+
+    def remove_event(self, asset: str, event_id: int) -> StoredEvent | None:
+        with self._lock:
+            for event in self._events.get(asset, ()):
+                if event.id == event_id:
+                    self._events[asset].remove(event)
+                    return event
+        return None
 
     def apply(self, decision: ProtectionDecision, decision_id: str) -> bool:
         with self._lock:
@@ -121,7 +155,8 @@ class MemoryStateStore:
     def record_execution(self, asset: str, kind: Literal["open", "close"], at: int, size: float | None) -> None:
         check_input(asset, size)
         with self._lock:
-            self._events.setdefault(asset, []).append(PositionEvent(kind, at, size))
+            self._events.setdefault(asset, []).append(StoredEvent(self._next_event, asset, kind, at, size))
+            self._next_event += 1
             if kind == "close":
                 self._grace.pop(asset, None)
 
@@ -242,12 +277,12 @@ class SqliteStateStore:
     def load(self, asset: str) -> AssetState | None:
         core = self.core(asset)
         grace = self._read("SELECT started_at, original_size FROM grace WHERE asset = ?", (asset,))
-        events = self._read("SELECT type, at, size FROM events WHERE asset = ? ORDER BY at, id", (asset,))
+        events = self.events(asset)
         override = self._read("SELECT last_override_at FROM overrides WHERE asset = ?", (asset,))
         state = AssetState(
             core=CoreDesignation(core.designated_at, core.expires_at) if core else None,
             grace=GraceState(*grace[0]) if grace else None,
-            events=tuple(PositionEvent(*row) for row in events),
+            events=tuple(PositionEvent(e.type, e.at, e.size) for e in events),
             last_override_at=override[0][0] if override else None,
         )
         return None if state == AssetState() else state
@@ -271,6 +306,17 @@ class SqliteStateStore:
         if kind == "close":
             statements.append(("DELETE FROM grace WHERE asset = ?", (asset,)))
         self._write(statements)
+
+    def events(self, asset: str) -> list[StoredEvent]:
+        rows = self._read("SELECT id, asset, type, at, size FROM events WHERE asset = ? ORDER BY at, id", (asset,))
+        return [StoredEvent(*row) for row in rows]
+
+    def remove_event(self, asset: str, event_id: int) -> StoredEvent | None:
+        found = [e for e in self.events(asset) if e.id == event_id]
+        if not found:
+            return None
+        self._write([("DELETE FROM events WHERE id = ? AND asset = ?", (event_id, asset))])
+        return found[0]
 
     def core(self, asset: str) -> CoreRecord | None:
         rows = self._read("SELECT asset, designated_at, expires_at, extensions, reason FROM core WHERE asset = ?", (asset,))

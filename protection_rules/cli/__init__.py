@@ -14,8 +14,9 @@ from .. import __version__
 from ..errors import InputInvalid, ProtectionRulesError
 from ..reporting import issues_text
 from .audit import audit
+from .commit import commit
 from .evaluate import evaluate
-from .state import commit, state
+from .state import state
 from .validate import validate
 
 EXIT_CODES_HELP = """\b

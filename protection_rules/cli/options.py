@@ -32,17 +32,24 @@ def state_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+audit_path_option = click.option(
+    "--audit",
+    "audit_path",
+    envvar=AUDIT_ENV,
+    type=click.Path(dir_okay=False),
+    default=None,
+    help=f"Audit trail: SQLite, or JSON Lines when the name ends in .jsonl. [env {AUDIT_ENV}; default: {default_audit_path()}]",
+)
+
+
 def audit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--no-audit", is_flag=True, help="Do not record the decisions (they are recorded by default).")(fn)
-    fn = click.option(
-        "--audit",
-        "audit_path",
-        envvar=AUDIT_ENV,
-        type=click.Path(dir_okay=False),
-        default=None,
-        help=f"Audit trail: SQLite, or JSON Lines when the name ends in .jsonl. [env {AUDIT_ENV}; default: {default_audit_path()}]",
-    )(fn)
-    return fn
+    return audit_path_option(fn)
+
+
+def audit_target(path: str | None) -> Path:
+    """The audit trail a command uses: `--audit`, else `$PROTECT_AUDIT`, else the default path."""
+    return Path(path) if path else default_audit_path()
 
 
 def open_store(path: str | None, *, for_writing: bool) -> StateStore | None:
@@ -64,7 +71,7 @@ def open_sink(path: str | None, no_audit: bool) -> Any:
         return None
     from ..audit import UnwritableAudit, open_audit
 
-    target = Path(path) if path else default_audit_path()
+    target = audit_target(path)
     try:
         return open_audit(target, clock=time.time)
     except AuditError as exc:

@@ -1,0 +1,171 @@
+"""Committing a decision: apply the state changes the engine decided, and nothing else.
+
+A decision is a document a caller hands back, so it could have been edited: a `grace_started`
+moved to another asset, a year-2999 instant, an invented decision id. So the decision is looked
+up by `decision_id` where the engine put it, and the state changes applied are the ones found
+there, after checking that the document handed in is exactly that decision:
+
+- `AuditedDecisions`: the audit trail (the engine records every decision before returning it);
+- `IssuedDecisions`: for an engine without an audit trail (`audit=None`), the decisions that
+  change state which it issued itself, the most recent `capacity` of them, kept in memory.
+
+A decision that cannot be found, or that differs from what was recorded, is refused with
+`DecisionInvalid` (exit 3) and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
+
+from .errors import DecisionInvalid, Issue
+from .loading import SourceMap
+from .models import ProtectionDecision
+from .state import StateStore
+from .validation import schema_issues
+
+# Added by renderers (the input line of a batch), not part of the decision itself.
+PRESENTATION_KEYS = frozenset({"line"})
+MAX_DIFFERENCES = 10
+
+
+class DecisionSource(Protocol):
+    """Where the decisions an engine issued can be found again by id."""
+
+    def find(self, decision_id: str) -> Mapping[str, Any] | None:
+        """The decision as issued (`ProtectionDecision.to_dict()` shape), or None."""
+
+
+class AuditedDecisions:
+    """Decisions as recorded in an audit trail."""
+
+    def __init__(self, audit: Any):
+        self.audit = audit
+        self.where = f"the audit trail {audit.path}"
+
+    def find(self, decision_id: str) -> Mapping[str, Any] | None:
+        record = self.audit.find(decision_id)
+        return None if record is None else record.get("decision_record")
+
+
+class IssuedDecisions:
+    """The decisions with state changes an engine issued, newest `capacity` kept (thread-safe)."""
+
+    def __init__(self, capacity: int = 10_000):
+        self.capacity = capacity
+        self.where = f"the decisions this engine issued (the last {capacity:,} that change state)"
+        self._kept: OrderedDict[str, ProtectionDecision] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def keep(self, decision: ProtectionDecision) -> None:
+        if not decision.state_changes:
+            return
+        with self._lock:
+            self._kept[decision.decision_id] = decision
+            if len(self._kept) > self.capacity:
+                self._kept.popitem(last=False)
+
+    def find(self, decision_id: str) -> Mapping[str, Any] | None:
+        with self._lock:
+            kept = self._kept.get(decision_id)
+        return None if kept is None else kept.to_dict()
+
+
+class Committer:
+    """Applies decisions found in `source` to `store`, once per decision id."""
+
+    def __init__(self, store: StateStore, source: DecisionSource):
+        self.store = store
+        self.source = source
+
+    def commit(self, decision: ProtectionDecision | Mapping[str, Any], *, source: str | None = None) -> bool:
+        """Apply the recorded state changes of `decision`; False when it was already committed.
+
+        Raises `DecisionInvalid` for a document that is not a decision, that is not found in the
+        source, or that differs from the decision found there; then nothing is stored."""
+        return self.apply(self.check(decision, source=source))
+
+    def check(self, decision: ProtectionDecision | Mapping[str, Any], *, source: str | None = None) -> ProtectionDecision | None:
+        """The decision as recorded, once `decision` is shown to be exactly it (None: nothing to apply).
+
+        `source` names where the document came from (a file, `file:line`) in the issues."""
+        try:
+            return self._check(decision)
+        except DecisionInvalid as exc:
+            if source is None:
+                raise
+            raise DecisionInvalid([dataclasses.replace(issue, file=issue.file or source) for issue in exc.issues]) from None
+
+    def _check(self, decision: ProtectionDecision | Mapping[str, Any]) -> ProtectionDecision | None:
+        given = _as_document(decision)
+        decision_id = given["decision_id"]
+        recorded = self.source.find(decision_id)
+        if recorded is None:
+            if not given["state_changes"] and isinstance(self.source, IssuedDecisions):
+                return None  # it changes nothing, and was not kept to check it against
+            where = getattr(self.source, "where", "the decision source")
+            raise DecisionInvalid(
+                [
+                    Issue(
+                        "decision-not-recorded",
+                        "$.decision_id",
+                        f"`{decision_id}` is not in {where}; only a decision the engine issued can be committed",
+                    )
+                ]
+            )
+        differences = list(_differences(_plain(recorded), given, "$"))
+        if differences:
+            raise DecisionInvalid(differences[:MAX_DIFFERENCES])
+        return ProtectionDecision.from_dict(recorded)
+
+    def apply(self, checked: ProtectionDecision | None) -> bool:
+        """Apply a checked decision's state changes once per decision id."""
+        if checked is None:
+            return False
+        return self.store.apply(checked, checked.decision_id)
+
+
+def _as_document(decision: ProtectionDecision | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(decision, ProtectionDecision):
+        return _plain(decision.to_dict())
+    if not isinstance(decision, Mapping):
+        raise DecisionInvalid([Issue("schema-type", "$", "a decision must be a JSON object")])
+    document = {key: value for key, value in decision.items() if key not in PRESENTATION_KEYS}
+    issues = schema_issues("decision", document, SourceMap(None))
+    if issues:
+        raise DecisionInvalid(issues)
+    return _plain(document)
+
+
+def _plain(value: Any) -> Any:
+    """The JSON form, so a tuple and a list, or 1 and 1.0 written out, compare as JSON does."""
+    return json.loads(json.dumps(value, allow_nan=False))
+
+
+def _differences(recorded: Any, given: Any, path: str) -> Iterator[Issue]:
+    if isinstance(recorded, dict) and isinstance(given, dict):
+        for key in sorted(set(recorded) | set(given)):
+            if key not in given:
+                yield _differs(f"{path}.{key}", "is missing", recorded[key])
+            elif key not in recorded:
+                yield Issue("decision-differs", f"{path}.{key}", "is not in the recorded decision")
+            else:
+                yield from _differences(recorded[key], given[key], f"{path}.{key}")
+    elif isinstance(recorded, list) and isinstance(given, list) and len(recorded) == len(given):
+        for index, (want, have) in enumerate(zip(recorded, given, strict=True)):
+            yield from _differences(want, have, f"{path}[{index}]")
+    elif recorded != given or type(recorded) is not type(given):
+        yield _differs(path, f"is `{_short(given)}`", recorded)
+
+
+def _differs(path: str, what: str, recorded: Any) -> Issue:
+    return Issue("decision-differs", path, f"{what} but the recorded decision has `{_short(recorded)}`")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
