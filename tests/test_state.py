@@ -408,3 +408,22 @@ def test_cli_refuses_a_future_record_and_corrects_a_mistake(tmp_path):
     query = runner.invoke(cli, ["audit", "query", "--kind", "state_correction", "--format", "jsonl"], env=env)
     (record,) = [json.loads(line) for line in query.output.splitlines()]
     assert record["detail"]["at"] == "2999-12-31T00:00:00Z" and record["reason"] == "wrong year"
+
+
+def test_a_second_override_re_anchors_the_cooldown(engine):
+    def close_nvda(now: str, entered: str) -> dict:
+        regime = {"changed": True, "severity": "high", "change_date": now}
+        return {"asset": "NVDA", "action": "close", "current_date": now, "position_entry_date": entered, "regime": regime}
+
+    # held 1 day of the 3-day minimum each time: only the override lets the close through
+    first = engine.evaluate(close_nvda("2026-03-12T09:00:00Z", "2026-03-11T09:00:00Z"))
+    assert first.override_applied
+    engine.commit(first)
+    # 30 days later to the microsecond the cooldown (half-open) is over: a second override
+    second = engine.evaluate(close_nvda("2026-04-11T09:00:00Z", "2026-04-10T09:00:00Z"))
+    assert second.override_applied
+    engine.commit(second)
+    third = engine.evaluate(close_nvda("2026-04-12T09:00:00Z", "2026-04-11T09:00:00Z"))
+    assert third.blocking_systems == ("holding_period",)
+    # counted from the second override (04-11), not the first (which would end on 04-11)
+    assert third.trace[1].facts["cooldown_until"] == "2026-05-11T09:00:00Z"
