@@ -45,7 +45,7 @@ class PositionEvent:
 
 @dataclass(frozen=True, slots=True)
 class AssetState:
-    """What happened to one asset before a request (SPEC.md section 3)."""
+    """What happened to one asset before a request (docs/semantics.md section 3)."""
 
     core: CoreDesignation | None = None
     grace: GraceState | None = None
@@ -97,7 +97,7 @@ _OPTIONAL_NUMBERS = (
 
 @dataclass(frozen=True, slots=True)
 class ProtectionRequest:
-    """One proposed position change for one asset (SPEC.md section 1)."""
+    """One proposed position change for one asset (docs/semantics.md section 1)."""
 
     asset: str
     action: Action
@@ -132,7 +132,7 @@ class ProtectionRequest:
             raise RequestInvalid([Issue("timestamp-invalid", "$.current_date", str(exc), source)]) from None
 
         def at(text: str | None, path: str) -> Instant | None:
-            """Parse an instant that must not lie after `current_date` (SPEC.md section 2)."""
+            """Parse an instant that must not lie after `current_date` (docs/semantics.md section 2)."""
             if text is None:
                 return None
             try:
@@ -227,7 +227,7 @@ class ProtectionResult:
 
 @dataclass(frozen=True, slots=True)
 class StateChange:
-    """A change to an asset's state that committing the decision applies (SPEC.md section 6)."""
+    """A change to an asset's state that committing the decision applies (docs/semantics.md section 6)."""
 
     type: Literal["grace_started", "grace_ended", "override_used"]
     asset: str
@@ -269,7 +269,7 @@ class PolicyRef:
 
 @dataclass(frozen=True, slots=True)
 class ProtectionDecision:
-    """The engine's answer to one request (SPEC.md section 5); a value, see `to_dict`."""
+    """The engine's answer to one request (docs/semantics.md section 5); a value, see `to_dict`."""
 
     approved: bool
     reason: str
@@ -434,7 +434,7 @@ def _number_issues(data: Mapping[str, Any], source: str | None) -> list[Issue]:
 
 
 def state_chronology_issues(state: AssetState, now: Instant, source: str | None) -> list[Issue]:
-    """SPEC.md section 2 for a stored state: every instant but `expires_at` must not be after now."""
+    """docs/semantics.md section 2 for a stored state: every instant but `expires_at` must not be after now."""
     stamps: list[tuple[str, Instant | None]] = [("$.state.last_override_at", state.last_override_at)]
     if state.core:
         stamps.append(("$.state.core.designated_at", state.core.designated_at))
