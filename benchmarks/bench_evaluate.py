@@ -76,7 +76,7 @@ def make_requests(count: int, seed: int = 7) -> list[dict]:
 
 
 def baseline(request: dict) -> tuple[bool, list[str]]:
-    """SPEC.md's default policy as a straight if-chain: parse, compute, decide. No trace."""
+    """The default policy as a straight if-chain: parse, compute, decide. No trace."""
     now = parse_instant(request["current_date"])
     action = request["action"]
     state = request.get("state") or {}

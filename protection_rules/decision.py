@@ -1,4 +1,4 @@
-"""Assemble a decision from the rules that fired (SPEC.md section 5), or a fail-closed deny."""
+"""Assemble a decision from the rules that fired (docs/semantics.md section 5), or a fail-closed deny."""
 
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def failed_closed(
     engine_version: str,
     started: float,
 ) -> ProtectionDecision:
-    """SPEC.md 5.8: any error or invalid request is a deny with `error` in `blocking_systems`."""
+    """docs/semantics.md section 5 (fail closed): any error or invalid request is a deny with `error` in `blocking_systems`."""
     policy = compiled.policy
     trace = tuple(ProtectionResult(name, priority, "error", reason) for priority, name in enumerate(policy.hierarchy, start=1))
     asset, action, request_id, evaluated_at = _salvage(request)

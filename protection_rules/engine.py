@@ -50,7 +50,7 @@ def open_default_audit() -> AuditSink:
 
 
 class _DefaultAudit:
-    """Marks "no `audit` argument": record in the default audit trail (SPEC: every decision)."""
+    """Marks "no `audit` argument": record in the default audit trail (docs/semantics.md section 5: every decision)."""
 
     def __repr__(self) -> str:
         return "DEFAULT_AUDIT"
@@ -201,7 +201,7 @@ class Engine:
         if parsed.state is None and self.state is not None:
             stored = self.state.load(parsed.asset)
             if stored is not None:
-                # SPEC.md section 2 holds for stored state too: a stored instant after
+                # docs/semantics.md section 2 holds for stored state too: a stored instant after
                 # `current_date` is a bad request, not a silent pass
                 issues = state_chronology_issues(stored, parsed.current_date, f"state store {self.state.path}")
                 if issues:

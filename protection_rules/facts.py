@@ -1,7 +1,7 @@
 """Fact enrichment: request + state + policy -> the flat fact the rule network matches.
 
 All time arithmetic happens here (and in the protections' `facts` methods it calls), once per
-request, with the half-open windows of SPEC.md section 2. The rule network only compares
+request, with the half-open windows of docs/semantics.md section 2. The rule network only compares
 numbers that were computed here against thresholds baked in by the compiler.
 """
 

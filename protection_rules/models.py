@@ -63,7 +63,7 @@ class PositionEvent:
 
 @dataclass(frozen=True, slots=True)
 class AssetState:
-    """What happened to one asset before a request (docs/semantics.md, asset state)."""
+    """What happened to one asset before a request (docs/semantics.md section 3)."""
 
     core: CoreDesignation | None = None
     grace: GraceState | None = None
@@ -123,7 +123,7 @@ OPTIONAL_NUMBERS = (
 
 @dataclass(frozen=True, slots=True)
 class ProtectionRequest:
-    """One proposed position change for one asset (docs/semantics.md). Build it directly, or
+    """One proposed position change for one asset (docs/semantics.md section 1). Build it directly, or
     parse a request document with `parsing.parse_request`; the engine validates both the same way."""
 
     asset: str
@@ -204,7 +204,7 @@ class ProtectionResult:
 
 @dataclass(frozen=True, slots=True)
 class StateChange:
-    """A change to an asset's state that committing the decision applies (SPEC.md section 6)."""
+    """A change to an asset's state that committing the decision applies (docs/semantics.md section 6)."""
 
     type: Literal["grace_started", "grace_ended", "override_used"]
     asset: str
@@ -246,7 +246,7 @@ class PolicyRef:
 
 @dataclass(frozen=True, slots=True)
 class ProtectionDecision:
-    """The engine's answer to one request (SPEC.md section 5); a value, see `to_dict`."""
+    """The engine's answer to one request (docs/semantics.md section 5); a value, see `to_dict`."""
 
     approved: bool
     reason: str

@@ -1,7 +1,7 @@
 """The only module that imports durable-rules: a thin synchronous driver over its C API.
 
 Why not `durable.engine.Host`: it starts background dispatcher threads that race synchronous
-calls, and it is about 5x slower (shared/notes/durable-rules.md, sections 5 and 6). The traps
+calls, and it is about 5x slower (docs/durable-rules.md, sections 1 and 5). The traps
 this driver designs around, each pinned by tests/test_network.py:
 
 - events fire only the highest-salience match: we assert *facts*, so every match fires;

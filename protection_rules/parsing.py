@@ -55,7 +55,7 @@ def parse_request(data: Any, *, source: str | None = None) -> ProtectionRequest:
         raise RequestInvalid([Issue("timestamp-invalid", "$.current_date", str(exc), source)]) from None
 
     def at(text: str | None, path: str) -> Instant | None:
-        """Parse an instant that must not lie after `current_date` (docs/semantics.md, time)."""
+        """Parse an instant that must not lie after `current_date` (docs/semantics.md section 2)."""
         if text is None:
             return None
         try:

@@ -1,4 +1,4 @@
-"""The asset state store (SPEC.md sections 3 and 6): what happened before a request.
+"""The asset state store (docs/semantics.md sections 3 and 6): what happened before a request.
 
 Evaluating never writes here. `apply` commits a decision's state changes atomically and
 idempotently (the decision id is the key); executions and core designations are recorded

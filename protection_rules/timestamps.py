@@ -1,4 +1,4 @@
-"""Instants as integer microseconds since the Unix epoch, UTC (SPEC.md section 2).
+"""Instants as integer microseconds since the Unix epoch, UTC (docs/semantics.md section 2).
 
 Integers keep every comparison exact to the microsecond, both in Python and in the rule
 network, which has no date type. A duration of N days is exactly N x 24 h.

@@ -1,4 +1,4 @@
-"""Shared helpers for the SPEC tests (golden cases, window tables, properties, side by side).
+"""Shared helpers for the semantics tests (golden cases, window tables, properties, side by side).
 
 Kept out of conftest.py on purpose (someone else owns that file): import what you need.
 """
@@ -34,7 +34,7 @@ DAY = MICROS_PER_DAY
 
 
 def at(text: str) -> int:
-    """An ISO-8601 text as epoch microseconds (SPEC.md section 2)."""
+    """An ISO-8601 text as epoch microseconds (docs/semantics.md section 2)."""
     return parse_instant(text)
 
 

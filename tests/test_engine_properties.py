@@ -2,8 +2,8 @@
 
 Two generators: `requests()` mixes valid and invalid requests (random actions, scores, dates
 around a fixed now, events, regimes, states, stray fields, future timestamps, NaN);
-`valid_requests()` only builds requests SPEC.md accepts, with distinct event instants, and is
-checked against `reference()`, an independent model of SPEC.md sections 4 and 5 written here.
+`valid_requests()` only builds requests docs/semantics.md accepts, with distinct event instants, and is
+checked against `reference()`, an independent model of docs/semantics.md sections 4 and 5 written here.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def state(draw: Any, offset: st.SearchStrategy[int], unique_events: bool = False
     if draw(st.integers(0, 3)) == 0:
         core: dict[str, Any] = {"designated_at": draw(stamp(offset))}
         if draw(st.booleans()):
-            # after designated_at, possibly in the future (the one future stamp SPEC allows)
+            # after designated_at, possibly in the future (the one future stamp the semantics allow)
             designated = at(core["designated_at"])
             core["expires_at"] = iso(designated + draw(st.integers(1, 40 * 86_400)) * SECOND)
         out["core"] = core
@@ -237,7 +237,7 @@ def test_decision_assembly_is_consistent(request: dict[str, Any]) -> None:
         assert decision.unblocks_at is None
 
 
-# ---------------------------------------------------------------- an independent SPEC model
+# ---------------------------------------------------------------- an independent semantics model
 
 
 def _events(state: dict[str, Any]) -> list[tuple[int, str]]:
@@ -263,7 +263,7 @@ def _whipsaw_unblocks(events: list[tuple[int, str]], now: int, period: int, limi
 
 
 def reference(request: dict[str, Any]) -> dict[str, Any]:
-    """SPEC.md sections 3-5 with the default parameters, written from the text alone."""
+    """docs/semantics.md sections 3-5 with the default parameters, written from the text alone."""
     now = at(request["current_date"])
     action = request["action"]
     state = request.get("state") or {}

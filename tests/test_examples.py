@@ -1,6 +1,6 @@
 """Every shipped example request gets the decision documented beside it (golden files).
 
-The golden files in examples/decisions/ were checked by hand against SPEC.md (times, reasons,
+The golden files in examples/decisions/ were checked by hand against docs/semantics.md (times, reasons,
 advised sizes); `trace_id`, `decision_id` and `decision_time_ms` vary per run and are left out of them.
 """
 

@@ -1,5 +1,5 @@
 """The rule-network adapter (protection_rules.network.RuleNetwork) on its own, and each trap of
-durable-rules that it designs around (shared/notes/durable-rules.md sections 0, 1.4, 3, 4).
+durable-rules that it designs around (docs/durable-rules.md section 2).
 
 Rulesets here are small and hand-made: every rule is guarded by the `_kind` discriminator and
 the sentinel `{"pri": 65001, "all": [{"m": {"_kind": "k"}}]}` comes last.

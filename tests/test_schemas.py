@@ -251,7 +251,7 @@ def test_request_round_trip(given_, normalized):
 @pytest.mark.parametrize("severity", [None, "normal"])
 def test_null_severity_means_normal(severity):
     # The request schema says "optional fields may be null, which means absent", and an absent
-    # severity means `normal` (SPEC.md section 4); `severity` is typed string-or-null.
+    # severity means `normal` (docs/semantics.md section 4); `severity` is typed string-or-null.
     data = req(regime={"changed": True, "severity": severity})
     assert parse_request(data).to_dict()["regime"] == {"changed": True, "severity": "normal"}
 
@@ -333,7 +333,7 @@ INVALID = [
     ("not-a-leap-year", req(position_entry_date="2026-02-29"), [("timestamp-invalid", "$.position_entry_date")]),
     ("year-3000", req(current_date="3000-01-01"), [("timestamp-invalid", "$.current_date")]),
     ("hour-24", req(state={"events": [event("open", "2026-03-01T24:00:00Z")]}), [("timestamp-invalid", "$.state.events[0].at")]),
-    # --- instants after current_date (SPEC.md section 2)
+    # --- instants after current_date (docs/semantics.md section 2)
     ("future-entry", req(position_entry_date=LATER), [("timestamp-future", "$.position_entry_date")]),
     # 09:30 at UTC-1 is 10:30Z, after 09:00Z
     (

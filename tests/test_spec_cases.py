@@ -1,4 +1,4 @@
-"""Golden SPEC cases: every `tests/cases/*.yaml` file, every case in it, one test each.
+"""Golden cases of docs/semantics.md: every `tests/cases/*.yaml` file, every case in it, one test each.
 
 Case file format (also the format of the risk team's `protect test` files)
 --------------------------------------------------------------------------
@@ -24,7 +24,7 @@ Case file format (also the format of the risk team's `protect test` files)
 
 Timestamps are ISO-8601 strings; in `expect` they are compared as instants, so
 `2026-03-21T00:00:00Z` and `2026-03-21` mean the same. Every expected value in the shipped cases
-was computed by hand from SPEC.md, never copied from the engine's output.
+was computed by hand from docs/semantics.md, never copied from the engine's output.
 """
 
 from __future__ import annotations

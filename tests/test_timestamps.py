@@ -1,4 +1,4 @@
-"""Instants (SPEC.md section 2): strict ISO-8601 in, UTC `Z` out, exact to the microsecond."""
+"""Instants (docs/semantics.md section 2): strict ISO-8601 in, UTC `Z` out, exact to the microsecond."""
 
 from __future__ import annotations
 

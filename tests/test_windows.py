@@ -1,9 +1,9 @@
-"""Boundary tables for every time window in SPEC.md (sections 2 and 4).
+"""Boundary tables for every time window in docs/semantics.md (sections 2 and 4).
 
 Every window is half-open: a thing that starts at `t` and lasts `d` is in force for
 `t <= now < t + d`. Each row names a boundary instant B and a request built around a given
 `now`; the request is decided at B - 1 s, B and B + 1 s, and each decision is compared with the
-row's expectation, worked out by hand from SPEC.md (default policy).
+row's expectation, worked out by hand from docs/semantics.md (default policy).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ ROWS = [
     ),
     pytest.param(
         _request("close", state={"core": {"designated_at": B}}),
-        # before: designated_at after now is a bad request (SPEC 2); from B on: core, no expiry
+        # before: designated_at after now is a bad request (semantics section 2); from B on: core, no expiry
         (DENY_ERROR, deny("core_asset_immunity"), deny("core_asset_immunity")),
         None,
         id="core designated_at starts the designation",
@@ -185,7 +185,7 @@ def test_holding_max_days_review_flag_never_blocks(engine: Engine, offset: int, 
     ],
 )
 def test_windows_are_exact_to_the_microsecond(engine: Engine, now: str, approved: bool) -> None:
-    """SPEC 2's own example: a 3-day hold from 2026-03-10T09:00Z blocks until, and not at, 03-13T09:00Z."""
+    """The example of semantics section 2: a 3-day hold from 2026-03-10T09:00Z blocks until, and not at, 03-13T09:00Z."""
     decision = engine.evaluate(
         {"asset": "WIN", "action": "close", "current_date": now, "position_entry_date": "2026-03-10T09:00:00Z"}
     )

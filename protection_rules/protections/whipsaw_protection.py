@@ -11,7 +11,7 @@ from .base import Condition, Context, Outcome, Protection, RuleSpec
 
 
 def completed_cycles(events: Sequence[PositionEvent]) -> int:
-    """SPEC.md section 4: an open arms, the next close after an armed open completes a cycle."""
+    """docs/semantics.md section 4: an open arms, the next close after an armed open completes a cycle."""
     cycles, armed = 0, False
     for event in events:
         if event.type == "open":
