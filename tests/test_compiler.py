@@ -107,3 +107,11 @@ def test_guard_rails_cap_the_rule_count():
     with pytest.raises(PolicyInvalid) as caught:
         _check(COMPILED.policy, many, COMPILED.fact_types)
     assert f"the rule network takes at most {MAX_RULES}" in str(caught.value.issues)
+
+
+@pytest.mark.parametrize("pri", [-1, 65001, 70000])
+def test_guard_rails_refuse_salience_outside_0_to_65000(pri):
+    # durable-rules keeps pri in an unsigned short: -1 would fire last, 70000 wrap to 4464
+    rule = CompiledRule("holding_period.block", "holding_period", pri, (Condition("core_active", "==", True),))
+    with pytest.raises(PolicyInvalid, match=f"salience {pri} outside 0..65000"):
+        _check(COMPILED.policy, [rule], COMPILED.fact_types)

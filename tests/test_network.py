@@ -442,3 +442,13 @@ def test_unexpected_exception_while_explaining_denies(engine: Engine, monkeypatc
 
     monkeypatch.setattr(whipsaw, "explain", boom)
     _assert_error_deny(engine.evaluate(OPEN), "KeyError")
+
+
+def test_refuses_a_new_state_id_past_the_limit(monkeypatch):
+    # the C engine poisons a ruleset at its 1025th live state id; the driver stops well before
+    monkeypatch.setattr(network_module, "MAX_STATES", 3)
+    net = make(dict(THRESHOLDS), pool_size=8)
+    held = [net._acquire() for _ in range(3)]  # three ids in use at once, none returned
+    assert held == ["s1", "s2", "s3"]
+    with pytest.raises(EngineFailure, match="used up its state ids"):
+        net._acquire()
