@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from typing import Any
 
@@ -11,7 +10,7 @@ import click
 
 from ..designations import designate, extend, revoke
 from ..errors import InputInvalid, StateError
-from ..loading import DocumentInvalid, read_requests, read_text
+from ..loading import open_requests
 from ..policy import load_policy
 from ..reporting import to_json_line
 from ..resources import default_policy_path
@@ -135,12 +134,8 @@ def commit(decision: str, state_path: str | None) -> None:
       protect evaluate --format json request.json > decision.json
       protect commit decision.json
     """
-    name = "<stdin>" if decision == "-" else decision
-    try:
-        text = sys.stdin.read() if decision == "-" else read_text(decision)
-    except DocumentInvalid as exc:
-        raise InputInvalid(exc.issues) from None
-    documents = read_requests(text, name, lines=None)
+    with open_requests(decision, lines=None) as found:
+        documents = list(found.documents)
     bad = [issue for doc in documents for issue in doc.issues]
     if bad:
         raise InputInvalid(bad)
