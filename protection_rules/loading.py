@@ -250,7 +250,18 @@ class _TooLarge:
         self.message = message
 
 
-def _float(literal: str) -> Any:
+class _Overflow(Exception):
+    """A float literal beyond what a float holds: parsing stops, to be redone slowly."""
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise _Overflow
+    return value
+
+
+def _marked_float(literal: str) -> Any:
     value = float(literal)
     if math.isfinite(value):
         return value
@@ -260,7 +271,7 @@ def _float(literal: str) -> Any:
     return _TooLarge(f"`{literal}` is too large: numbers must be within +/-{limit}")
 
 
-def _int(literal: str) -> Any:
+def _marked_int(literal: str) -> Any:
     try:
         return int(literal)
     except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
@@ -284,37 +295,34 @@ def _too_large(data: Any, path: Path_ = ()) -> list[tuple[Path_, str]]:
 def load_json(text: str, name: str, *, line: int | None = None) -> Any:
     """Parse JSON strictly: no NaN or Infinity, no duplicate keys, no number too large to hold;
     errors carry line and column. `line` is where `text` starts in its input (JSON Lines)."""
-    found: list[bool] = []
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_object, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
+        at = exc.lineno + (line - 1 if line else 0)
+        raise DocumentInvalid([Issue("json-syntax", "$", f"json: {exc.msg.lower()}", name, at, exc.colno)]) from None
+    except (_Overflow, ValueError) as exc:
+        # a number too large (a float overflowing, an integer of thousands of digits) or
+        # another mistake: parse again, marking such numbers, to report each at its path
+        too_large = _numbers_too_large(text)
+        if too_large:
+            raise DocumentInvalid([Issue("number-too-large", json_path(p), m, name, line) for p, m in too_large]) from None
+        raise DocumentInvalid([Issue("json-syntax", "$", f"json: {exc}", name, line)]) from None
+    except RecursionError:
+        raise DocumentInvalid([Issue("json-syntax", "$", "json: nested too deeply", name, line)]) from None
 
-    def number(parse: Any) -> Any:
-        def hook(literal: str) -> Any:
-            value = parse(literal)
-            if isinstance(value, _TooLarge):
-                found.append(True)
-            return value
 
-        return hook
-
+def _numbers_too_large(text: str) -> list[tuple[Path_, str]]:
     try:
         data = json.loads(
             text,
             parse_constant=_reject_constant,
             object_pairs_hook=_unique_object,
-            parse_float=number(_float),
-            parse_int=number(_int),
+            parse_float=_marked_float,
+            parse_int=_marked_int,
         )
-    except json.JSONDecodeError as exc:
-        at = exc.lineno + (line - 1 if line else 0)
-        raise DocumentInvalid([Issue("json-syntax", "$", f"json: {exc.msg.lower()}", name, at, exc.colno)]) from None
-    except ValueError as exc:
-        raise DocumentInvalid([Issue("json-syntax", "$", f"json: {exc}", name, line)]) from None
-    except RecursionError:
-        raise DocumentInvalid([Issue("json-syntax", "$", "json: nested too deeply", name, line)]) from None
-    if found:
-        raise DocumentInvalid(
-            [Issue("number-too-large", json_path(path), message, name, line) for path, message in _too_large(data)]
-        )
-    return data
+    except (ValueError, RecursionError):
+        return []
+    return _too_large(data)
 
 
 # ------------------------------------------------------------------------------ request input
@@ -382,7 +390,8 @@ def read_requests(chunks: Iterable[bytes], name: str, *, lines: bool | None = No
         return RequestInput(name, True, _line_documents(iter([head]), name))
     if _first_line_is_json(head, name):
         return RequestInput(name, True, _line_documents(chain([head], source), name))
-    return RequestInput(name, False, iter([document]))
+    neither = f"{too_large(name).message}, and not JSON Lines (its first line is not a JSON value by itself)"
+    return RequestInput(name, False, iter([RequestDocument(name, issues=(Issue("file-too-large", "$", neither, name),))]))
 
 
 def _document(raw: bytes, complete: bool, name: str) -> RequestDocument:

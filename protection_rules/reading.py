@@ -75,12 +75,11 @@ def _chunks(stream: BinaryIO, name: str) -> Iterator[bytes]:
     while True:
         try:
             chunk = read(CHUNK_BYTES)
-        except ValueError:  # a closed file object
-            raise UsageError(f"{'standard input' if name == '<stdin>' else name} is closed") from None
-        except OSError as exc:
-            if exc.errno == errno.EBADF and name == "<stdin>":
+        except (OSError, ValueError) as exc:  # ValueError: a file object already closed
+            if name == "<stdin>" and (isinstance(exc, ValueError) or exc.errno == errno.EBADF):
                 raise UsageError("standard input is closed") from None
-            raise DocumentInvalid([Issue("file-unreadable", "$", f"cannot read: {_reason(exc)}", name)]) from None
+            problem = _reason(exc) if isinstance(exc, OSError) else str(exc)
+            raise DocumentInvalid([Issue("file-unreadable", "$", f"cannot read: {problem}", name)]) from None
         if not chunk:
             return
         yield chunk

@@ -260,12 +260,19 @@ def test_decisions_with_line_numbers_can_be_committed(tmp_path):
 # ------------------------------------------------------------------ 4. closed stdin, missing files
 
 
-@pytest.mark.parametrize("command", ["evaluate --no-audit -", "commit -"])
-def test_closed_stdin_is_a_usage_error_in_one_line(command, tmp_path):
+CLOSED_STDIN = [
+    # started with standard input closed: Python has no sys.stdin at all
+    ["sh", "-c", f'exec "{PROTECT}" "$@" <&-', "sh"],
+    # standard input closed after start: sys.stdin is there, reading it fails (EBADF)
+    [sys.executable, "-c", "import os; os.close(0); from protection_rules.cli import main; main()"],
+]
+
+
+@pytest.mark.parametrize("command", [["evaluate", "--no-audit", "-"], ["commit", "-"]], ids=" ".join)
+@pytest.mark.parametrize("start", CLOSED_STDIN, ids=["closed-at-start", "closed-after-start"])
+def test_closed_stdin_is_a_usage_error_in_one_line(start, command, tmp_path):
     env = {**os.environ, "PROTECT_STATE": str(tmp_path / "state.sqlite")}
-    done = subprocess.run(
-        ["sh", "-c", f'exec "{PROTECT}" {command} <&-'], capture_output=True, text=True, timeout=60, env=env, check=False
-    )
+    done = subprocess.run([*start, *command], capture_output=True, text=True, timeout=60, env=env, check=False)
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["protect: standard input is closed"]
     assert done.stdout == ""

@@ -33,6 +33,8 @@ from .options import (
 def evaluate(request, policy_path, fmt, now, explain, state_path, no_state, audit_path, no_audit) -> None:
     """Decide REQUEST: a .json file (one request), a .jsonl file (one per line) or - (stdin).
 
+    A .jsonl file is streamed: each non-blank line gets one decision, in order, labelled with
+    its line (`"line": N` with --format json), and a bad line gets its own deny-with-error.
     A request without a `state` object reads the asset's state from the state store. Every
     decision is recorded in the audit trail first; one that cannot be recorded is a deny.
     Exit 0 when all are approved, 1 when any is denied, 3 when any input is invalid,
