@@ -20,6 +20,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from .errors import DecisionInvalid, Issue
@@ -93,15 +94,10 @@ class Committer:
         """The decision as recorded, once `decision` is shown to be exactly it (None: nothing to apply).
 
         `source` names where the document came from (a file, `file:line`) in the issues."""
-        try:
-            return self._check(decision)
-        except DecisionInvalid as exc:
-            if source is None:
-                raise
-            raise DecisionInvalid([dataclasses.replace(issue, file=issue.file or source) for issue in exc.issues]) from None
+        with _named(source):
+            return self._check(decision_document(decision))
 
-    def _check(self, decision: ProtectionDecision | Mapping[str, Any]) -> ProtectionDecision | None:
-        given = _as_document(decision)
+    def _check(self, given: dict[str, Any]) -> ProtectionDecision | None:
         decision_id = given["decision_id"]
         recorded = self.source.find(decision_id)
         if recorded is None:
@@ -129,16 +125,28 @@ class Committer:
         return self.store.apply(checked, checked.decision_id)
 
 
-def _as_document(decision: ProtectionDecision | Mapping[str, Any]) -> dict[str, Any]:
+def decision_document(decision: ProtectionDecision | Mapping[str, Any], *, source: str | None = None) -> dict[str, Any]:
+    """The decision as plain JSON data, checked against the decision schema (`DecisionInvalid`)."""
     if isinstance(decision, ProtectionDecision):
         return _plain(decision.to_dict())
     if not isinstance(decision, Mapping):
-        raise DecisionInvalid([Issue("schema-type", "$", "a decision must be a JSON object")])
+        raise DecisionInvalid([Issue("schema-type", "$", "a decision must be a JSON object", source)])
     document = {key: value for key, value in decision.items() if key not in PRESENTATION_KEYS}
-    issues = schema_issues("decision", document, SourceMap(None))
+    issues = schema_issues("decision", document, SourceMap(source))
     if issues:
         raise DecisionInvalid(issues)
     return _plain(document)
+
+
+@contextmanager
+def _named(source: str | None) -> Iterator[None]:
+    """Name `source` (a file, `file:line`) in the issues of a refusal raised inside."""
+    try:
+        yield
+    except DecisionInvalid as exc:
+        if source is None:
+            raise
+        raise DecisionInvalid([dataclasses.replace(issue, file=issue.file or source) for issue in exc.issues]) from None
 
 
 def _plain(value: Any) -> Any:

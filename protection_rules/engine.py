@@ -6,7 +6,8 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -57,6 +58,9 @@ class _DefaultAudit:
 
 
 DEFAULT_AUDIT: Any = _DefaultAudit()
+
+# Documents decided and recorded together (one audit transaction) by `evaluate_documents`
+DOCUMENT_CHUNK = 1000
 
 
 class Engine:
@@ -149,17 +153,26 @@ class Engine:
             [self._evaluate(r, explain=explain, source=s, trace_id=trace_id) for r, s in zip(items, labels, strict=True)]
         )
 
-    def evaluate_documents(self, documents: Sequence[RequestDocument], *, explain: bool = False) -> list[ProtectionDecision]:
-        """Decide requests read from a file or stream, parsed or not: one audit write for all."""
+    def evaluate_documents(
+        self, documents: Iterable[RequestDocument], *, explain: bool = False, chunk_size: int = DOCUMENT_CHUNK
+    ) -> Iterator[tuple[RequestDocument, ProtectionDecision]]:
+        """Decide requests read from a file or stream, parsed or not, as they arrive.
+
+        Yields each document with its decision, in input order, one trace id for the whole
+        call. Every `chunk_size` documents are recorded in one audit write before any of their
+        decisions is yielded: memory stays bounded for any number of documents, and nothing
+        unrecorded is ever handed out.
+        """
         trace_id = self._new_id()
-        return self._recorded(
-            [
+        pending = iter(documents)
+        while chunk := list(islice(pending, chunk_size)):
+            evaluated = [
                 self._rejection(doc.issues, raw=doc.raw, trace_id=trace_id)
                 if doc.issues
                 else self._evaluate(doc.data, explain=explain, source=doc.label, trace_id=trace_id)
-                for doc in documents
+                for doc in chunk
             ]
-        )
+            yield from zip(chunk, self._recorded(evaluated), strict=True)
 
     def _rejection(self, issues: Sequence[Issue], *, raw: str | None, trace_id: str) -> _Evaluated:
         started = time.perf_counter()

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +19,21 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import Issue
+from .reading import (
+    MAX_DOCUMENT_BYTES,
+    STDIN,
+    DocumentInvalid,
+    Line,
+    display_name,
+    opened,
+    read_limited,
+    split_lines,
+)
 
 Path_ = tuple[str | int, ...]
 
-MAX_DOCUMENT_BYTES = 1_000_000
+# No score, size or count is anywhere near this; beyond it, float arithmetic stops being exact.
+MAX_MAGNITUDE = 1e15
 
 
 def json_path(path: Path_) -> str:
@@ -55,44 +69,37 @@ class SourceMap:
         return Issue(code, json_path(path), message, self.file, line, column)
 
 
-class DocumentInvalid(Exception):
-    """Raised by the readers below; carries the issues found so far."""
-
-    def __init__(self, issues: list[Issue]):
-        self.issues = issues
-        super().__init__("; ".join(str(i) for i in issues))
-
-
 def read_text(path: str | Path, display: str | None = None) -> str:
-    """Read a file as UTF-8, refusing missing, oversized, binary and non-UTF-8 files."""
-    name = display or str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DocumentInvalid([Issue("file-not-found", "$", "no such file", name)]) from None
-    except IsADirectoryError:
-        raise DocumentInvalid([Issue("file-unreadable", "$", "is a directory, not a file", name)]) from None
-    except OSError as exc:
-        raise DocumentInvalid([Issue("file-unreadable", "$", f"cannot read: {exc.strerror}", name)]) from None
+    """Read a document (`-`: standard input) as UTF-8, reading at most the limit plus one chunk.
+
+    A missing file is a `UsageError`; an oversized, binary or non-UTF-8 one is `DocumentInvalid`.
+    """
+    name = display or display_name(path)
+    with opened(path) as chunks:
+        raw, complete = read_limited(chunks, MAX_DOCUMENT_BYTES)
+    if not complete:
+        raise DocumentInvalid([too_large(name)])
     return decode(raw, name)
 
 
-def decode(raw: bytes, name: str) -> str:
-    if len(raw) > MAX_DOCUMENT_BYTES:
-        raise DocumentInvalid(
-            [Issue("file-too-large", "$", f"file is {len(raw)} bytes, the limit is {MAX_DOCUMENT_BYTES}", name)]
-        )
+def too_large(name: str) -> Issue:
+    return Issue("file-too-large", "$", f"more than {MAX_DOCUMENT_BYTES} bytes, the limit for one document", name)
+
+
+def decode(raw: bytes, name: str, *, line: int = 1) -> str:
+    """UTF-8 text of `raw`, which starts on `line` of its input; a NUL byte is refused too."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        where = line + raw.count(b"\n", 0, exc.start), exc.start - raw.rfind(b"\n", 0, exc.start)
         raise DocumentInvalid(
-            [Issue("file-encoding", "$", f"not valid UTF-8 (byte `0x{raw[exc.start]:02x}`)", name, line, column)]
+            [Issue("file-encoding", "$", f"not valid UTF-8 (byte `0x{raw[exc.start]:02x}`)", name, *where)]
         ) from None
-    if "\x00" in text:
-        raise DocumentInvalid([Issue("file-encoding", "$", "file contains NUL bytes; is it binary?", name)])
-    return text.removeprefix("\ufeff")
+    nul = text.find("\x00")
+    if nul >= 0:
+        where = line + text.count("\n", 0, nul), nul - text.rfind("\n", 0, nul)
+        raise DocumentInvalid([Issue("file-encoding", "$", "contains a NUL byte; is it binary?", name, *where)])
+    return text.removeprefix("\ufeff") if line == 1 else text
 
 
 # --------------------------------------------------------------------------------------- YAML
@@ -206,8 +213,11 @@ def _build(node: Node, path: Path_, source: SourceMap, issues: list[Issue]) -> A
         return node.value  # keep dates as text: the schemas decide what a date may be
     try:
         value = _CONSTRUCTOR.construct_object(node)
-    except (yaml.YAMLError, ValueError) as exc:  # e.g. an integer longer than Python converts
-        issues.append(_at(node, "yaml-value", path, f"cannot read `{node.value[:40]}`: {str(exc).splitlines()[0]}", source))
+    except (yaml.YAMLError, ValueError) as exc:
+        if node.tag == "tag:yaml.org,2002:int":  # more digits than Python converts
+            issues.append(_at(node, "yaml-value", path, too_many_digits(node.value), source))
+        else:
+            issues.append(_at(node, "yaml-value", path, f"cannot read `{node.value[:40]}`: {str(exc).splitlines()[0]}", source))
         return None
     if isinstance(value, float) and not math.isfinite(value):
         issues.append(_at(node, "yaml-non-finite", path, f"`{node.value}` is not a finite number", source))
@@ -234,61 +244,229 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def load_json(text: str, name: str, *, line_offset: int = 0) -> Any:
-    """Parse JSON strictly: no NaN or Infinity, no duplicate keys; errors carry line and column."""
+class _TooLarge:
+    """Stands for a number literal too large to hold; `load_json` reports it with its path."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+class _Overflow(Exception):
+    """A float literal beyond what a float holds: parsing stops, to be redone slowly."""
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise _Overflow
+    return value
+
+
+def _marked_float(literal: str) -> Any:
+    value = float(literal)
+    if math.isfinite(value):
+        return value
+    limit = f"{MAX_MAGNITUDE:.0e}".replace("e+", "e")  # 1e15, as a user would write it
+    return _TooLarge(f"`{literal}` is too large: numbers must be within +/-{limit}")
+
+
+def _marked_int(literal: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_object)
+        return int(literal)
+    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+        return _TooLarge(too_many_digits(literal))
+
+
+def too_many_digits(literal: str) -> str:
+    return f"an integer of {sum(c.isdigit() for c in literal)} digits is too large"
+
+
+def _too_large(data: Any, path: Path_ = ()) -> list[tuple[Path_, str]]:
+    if isinstance(data, _TooLarge):
+        return [(path, data.message)]
+    if isinstance(data, dict):
+        return [found for key, value in data.items() for found in _too_large(value, path + (key,))]
+    if isinstance(data, list):
+        return [found for index, value in enumerate(data) for found in _too_large(value, path + (index,))]
+    return []
+
+
+def load_json(text: str, name: str, *, line: int | None = None) -> Any:
+    """Parse JSON strictly: no NaN or Infinity, no duplicate keys, no number too large to hold;
+    errors carry line and column. `line` is where `text` starts in its input (JSON Lines)."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_object, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
-        raise DocumentInvalid(
-            [Issue("json-syntax", "$", f"json: {exc.msg.lower()}", name, exc.lineno + line_offset, exc.colno)]
-        ) from None
-    except ValueError as exc:
-        raise DocumentInvalid(
-            [Issue("json-syntax", "$", f"json: {exc}", name, line_offset + 1 if line_offset else None)]
-        ) from None
+        at = exc.lineno + (line - 1 if line else 0)
+        raise DocumentInvalid([Issue("json-syntax", "$", f"json: {exc.msg.lower()}", name, at, exc.colno)]) from None
+    except (_Overflow, ValueError) as exc:
+        # a number too large (a float overflowing, an integer of thousands of digits) or
+        # another mistake: parse again, marking such numbers, to report each at its path
+        too_large = _numbers_too_large(text)
+        if too_large:
+            raise DocumentInvalid([Issue("number-too-large", json_path(p), m, name, line) for p, m in too_large]) from None
+        raise DocumentInvalid([Issue("json-syntax", "$", f"json: {exc}", name, line)]) from None
     except RecursionError:
-        raise DocumentInvalid([Issue("json-syntax", "$", "json: nested too deeply", name)]) from None
+        raise DocumentInvalid([Issue("json-syntax", "$", "json: nested too deeply", name, line)]) from None
+
+
+def _numbers_too_large(text: str) -> list[tuple[Path_, str]]:
+    try:
+        data = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_unique_object,
+            parse_float=_marked_float,
+            parse_int=_marked_int,
+        )
+    except (ValueError, RecursionError):
+        return []
+    return _too_large(data)
 
 
 # ------------------------------------------------------------------------------ request input
 
+# How much of an unparsable request the audit trail keeps
+_RAW_KEPT = 100_000
+
 
 @dataclass(frozen=True, slots=True)
 class RequestDocument:
-    """One request read from a file or stream: its data, or why it could not be parsed."""
+    """One request read from a file or stream: its data, or why it could not be parsed.
+
+    `line` is its line number in JSON Lines input (None for a single document).
+    """
 
     label: str
     data: Any = None
     issues: tuple[Issue, ...] = ()
     raw: str | None = None
+    line: int | None = None
 
 
-def read_requests(text: str, name: str, *, lines: bool | None = None) -> list[RequestDocument]:
-    """Split `.json` (one request) or `.jsonl` (one per line) input into documents.
+@dataclass(frozen=True, slots=True)
+class RequestInput:
+    """The requests of one input: one JSON document, or JSON Lines read lazily, line by line."""
 
-    `lines=None` guesses, for standard input: a text that parses as one JSON value is one
-    request, anything else is read line by line. A bad line becomes a document with issues,
-    so one broken line never stops a batch.
+    name: str
+    lines: bool
+    documents: Iterator[RequestDocument]
+
+
+def lines_by_name(path: str | Path) -> bool | None:
+    """JSON Lines for a `.jsonl` file, one document for any other file; stdin (`-`) is guessed."""
+    return None if str(path) == STDIN else Path(path).suffix.lower() == ".jsonl"
+
+
+@contextmanager
+def open_requests(path: str | Path, *, lines: bool | None = None) -> Iterator[RequestInput]:
+    """Open a file (or `-`, standard input) of requests; see `read_requests` for `lines`."""
+    with opened(path) as chunks:
+        yield read_requests(chunks, display_name(path), lines=lines)
+
+
+def read_requests(chunks: Iterable[bytes], name: str, *, lines: bool | None = None) -> RequestInput:
+    """Read `.json` (`lines=False`: one document) or `.jsonl` (`lines=True`: one per line).
+
+    JSON Lines are read lazily with the document limit per line, never for the whole input:
+    every non-blank line becomes one document (blank lines are skipped; numbering counts them),
+    and a bad line becomes a document with issues, so one broken line never stops a batch.
+    `lines=None` guesses, for standard input: one JSON document when the whole input is one;
+    otherwise JSON Lines. An input over the document limit is JSON Lines only when its first
+    non-blank line is a JSON value by itself; else it is one document, too large.
     """
-    if lines is None:
-        try:
-            return [RequestDocument(name, load_json(text, name))]
-        except DocumentInvalid:
-            lines = True
-    if not lines:
-        try:
-            return [RequestDocument(name, load_json(text, name))]
-        except DocumentInvalid as exc:
-            return [RequestDocument(name, issues=tuple(exc.issues), raw=text[:100_000])]
-    documents = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    source = iter(chunks)
+    if lines:
+        return RequestInput(name, True, _line_documents(source, name))
+    try:
+        head, complete = read_limited(source, MAX_DOCUMENT_BYTES)
+    except DocumentInvalid as exc:
+        return RequestInput(name, False, iter([RequestDocument(name, issues=tuple(exc.issues))]))
+    document = _document(head, complete, name)
+    if lines is False or not document.issues:
+        return RequestInput(name, False, iter([document]))
+    if complete:
+        return RequestInput(name, True, _line_documents(iter([head]), name))
+    if _first_line_is_json(head, name):
+        return RequestInput(name, True, _line_documents(chain([head], source), name))
+    neither = f"{too_large(name).message}, and not JSON Lines (its first line is not a JSON value by itself)"
+    return RequestInput(name, False, iter([RequestDocument(name, issues=(Issue("file-too-large", "$", neither, name),))]))
+
+
+def _document(raw: bytes, complete: bool, name: str) -> RequestDocument:
+    if not complete:
+        return RequestDocument(name, issues=(too_large(name),))
+    try:
+        return RequestDocument(name, load_json(decode(raw, name), name))
+    except DocumentInvalid as exc:
+        return RequestDocument(name, issues=tuple(exc.issues), raw=_kept(raw))
+
+
+def _first_line_is_json(head: bytes, name: str) -> bool:
+    for raw in head.split(b"\n")[:-1]:  # the complete lines
+        if _blank(raw):
             continue
-        label = f"{name}:{number}"
         try:
-            documents.append(RequestDocument(label, load_json(line, name, line_offset=number - 1)))
+            load_json(decode(raw, name), name)
+        except DocumentInvalid:
+            return False
+        return True
+    return False
+
+
+def _blank(raw: bytes) -> bool:
+    return not raw.strip(b" \t\r")
+
+
+def _line_documents(chunks: Iterator[bytes], name: str) -> Iterator[RequestDocument]:
+    found = False
+    try:
+        for line in split_lines(chunks, MAX_DOCUMENT_BYTES):
+            if line.size <= MAX_DOCUMENT_BYTES and _blank(line.data):
+                continue
+            found = True
+            yield _line_document(line, name)
+    except DocumentInvalid as exc:  # the input failed part way: that is the last document
+        found = True
+        yield RequestDocument(name, issues=tuple(exc.issues))
+    if not found:
+        yield RequestDocument(name, issues=(Issue("file-empty", "$", "no requests in the input", name),))
+
+
+def _line_document(line: Line, name: str) -> RequestDocument:
+    label = f"{name}:{line.number}"
+    if not line.ended:
+        issues = [
+            Issue(
+                "input-truncated",
+                "$",
+                f"line is over the limit of {MAX_DOCUMENT_BYTES} bytes and has not ended after {line.size} bytes:"
+                " the rest of the input is not read",
+                name,
+                line.number,
+            )
+        ]
+    elif line.size > MAX_DOCUMENT_BYTES:
+        issues = [
+            Issue(
+                "line-too-large",
+                "$",
+                f"line is {line.size} bytes, the limit for one request is {MAX_DOCUMENT_BYTES}",
+                name,
+                line.number,
+            )
+        ]
+    else:
+        try:
+            return RequestDocument(
+                label, load_json(decode(line.data, name, line=line.number), name, line=line.number), line=line.number
+            )
         except DocumentInvalid as exc:
-            documents.append(RequestDocument(label, issues=tuple(exc.issues), raw=line[:100_000]))
-    if not documents:
-        documents.append(RequestDocument(name, issues=(Issue("file-empty", "$", "no requests in the input", name),)))
-    return documents
+            issues = exc.issues
+    return RequestDocument(label, issues=tuple(issues), raw=_kept(line.data), line=line.number)
+
+
+def _kept(raw: bytes) -> str:
+    return raw[:_RAW_KEPT].decode("utf-8", "backslashreplace")

@@ -18,7 +18,7 @@ from typing import Any
 import fastjsonschema
 
 from .errors import Issue, RequestInvalid
-from .loading import SourceMap
+from .loading import MAX_MAGNITUDE, SourceMap
 from .models import (
     OPTIONAL_NUMBERS,
     AssetState,
@@ -32,9 +32,6 @@ from .models import (
 from .resources import schema
 from .timestamps import format_instant, parse_instant, to_instant
 from .validation import schema_issues
-
-# No score, size or count is anywhere near this; beyond it, float arithmetic stops being exact.
-MAX_MAGNITUDE = 1e15
 
 
 def parse_request(data: Any, *, source: str | None = None) -> ProtectionRequest:

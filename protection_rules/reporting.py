@@ -22,8 +22,10 @@ _STATUS_COLOUR = {
 }
 
 
-def decision_json(decision: ProtectionDecision, *, indent: int | None = None) -> str:
-    return json.dumps(decision.to_dict(), indent=indent, ensure_ascii=False, allow_nan=False)
+def decision_json(decision: ProtectionDecision, *, indent: int | None = None, line: int | None = None) -> str:
+    """The decision.v1 JSON; `line`, the request's line in JSON Lines input, comes first when given."""
+    data = decision.to_dict() if line is None else {"line": line, **decision.to_dict()}
+    return json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False)
 
 
 def decision_text(decision: ProtectionDecision, *, label: str | None = None) -> str:

@@ -24,6 +24,9 @@ _SHAPE = re.compile(
 # whose plain `$` also matches before a trailing newline.
 TIMESTAMP_PATTERN = "^" + _SHAPE.pattern + "(?!\\n)$"
 
+# What a timestamp may look like, for messages (the parser's and the schema checks')
+TIMESTAMP_EXAMPLES = "such as `2026-03-10T09:00:00Z`, with an offset such as `+01:00`, or a bare date such as `2026-03-10`"
+
 # Far enough for any position; narrow enough that adding a policy's days never overflows.
 MIN_YEAR, MAX_YEAR = 1900, 2999
 
@@ -39,11 +42,11 @@ def parse_instant(text: str) -> int:
     for a malformed or impossible value (2026-02-30, 25:00).
     """
     if not isinstance(text, str) or not _SHAPE.fullmatch(text):
-        raise ValueError(f"`{text}` is not an ISO-8601 timestamp such as `2026-03-10T09:00:00Z`")
+        raise ValueError(f"`{text}` is not an ISO-8601 timestamp {TIMESTAMP_EXAMPLES}")
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise ValueError(f"`{text}` is not a real date or time: {exc}") from None
+    except ValueError as exc:  # the shape is right: a day, hour or offset out of range
+        raise ValueError(f"`{text}` is not a real date or time: {str(exc).lower()}") from None
     if not MIN_YEAR <= moment.year <= MAX_YEAR:
         raise ValueError(f"`{text}` is outside the supported years {MIN_YEAR}..{MAX_YEAR}")
     if moment.tzinfo is None:

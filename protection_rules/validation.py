@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterable
 from functools import cache
 from typing import Any
@@ -12,6 +13,7 @@ import jsonschema
 from .errors import Issue
 from .loading import Path_, SourceMap
 from .resources import schema
+from .timestamps import TIMESTAMP_EXAMPLES, TIMESTAMP_PATTERN
 
 # jsonschema keyword -> our stable error code
 _CODES = {
@@ -49,13 +51,28 @@ def validator(name: str) -> jsonschema.protocols.Validator:
 def schema_issues(name: str, data: Any, source: SourceMap) -> list[Issue]:
     """Every schema violation of `data` against the named schema, sorted by position."""
     issues: list[Issue] = []
+    required_seen = set()
     for error in validator(name).iter_errors(data):
+        if error.validator == "required":
+            # jsonschema raises one `required` error per missing field, and each is translated
+            # into the whole list of missing fields: translate one per object
+            where = (tuple(error.absolute_path), id(error.schema))
+            if where in required_seen:
+                continue
+            required_seen.add(where)
         issues.extend(_translate(error, source))
     return sorted(issues, key=lambda i: (i.line or 0, i.column or 0, i.path))
 
 
-def _show(value: Any) -> str:
-    text = repr(value) if not isinstance(value, str) else value
+def _show(value: Any, *, as_json: bool = True) -> str:
+    """A value as the user wrote it: JSON (`null`, `true`, `"text"`), or a string bare."""
+    if isinstance(value, str) and not as_json:
+        text = value
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError):  # not JSON at all: a Python caller's object
+            text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -86,17 +103,20 @@ def _translate(error: jsonschema.ValidationError, source: SourceMap) -> list[Iss
         wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
         message = f"`{name}` must be of type {wanted}, got `{_show(value)}` ({_json_type(value)})"
     elif keyword == "enum":
-        options = ", ".join(f"`{o}`" for o in error.validator_value)
-        message = f"`{_show(value)}` is not one of {options}{did_you_mean(value, map(str, error.validator_value))}"
+        options = ", ".join(f"`{_show(o)}`" for o in error.validator_value)
+        names = [o for o in error.validator_value if isinstance(o, str)]
+        message = f"`{_show(value)}` is not one of {options}{did_you_mean(value, names) if isinstance(value, str) else ''}"
     elif keyword == "const":
-        message = f"`{name}` must be `{error.validator_value}`, got `{_show(value)}`"
+        message = f"`{name}` must be `{_show(error.validator_value)}`, got `{_show(value)}`"
     elif keyword in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         relation = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[keyword]
         message = f"`{name}` must be {relation} {error.validator_value}, got `{_show(value)}`"
+    elif keyword == "pattern" and error.validator_value == TIMESTAMP_PATTERN:
+        message = f"`{_show(value, as_json=False)}` is not a valid `{name}`: write an ISO-8601 timestamp {TIMESTAMP_EXAMPLES}"
     elif keyword == "pattern":
         # the schema's own words say what is expected better than its regular expression
         expected = error.schema.get("description") or f"must match `{error.validator_value}`"
-        message = f"`{_show(value)}` is not a valid `{name}`: {expected[0].lower() + expected[1:].rstrip('.')}"
+        message = f"`{_show(value, as_json=False)}` is not a valid `{name}`: {expected[0].lower() + expected[1:].rstrip('.')}"
     elif keyword in ("minLength", "minItems"):
         message = f"`{name}` must not be shorter than {error.validator_value}"
     elif keyword in ("maxLength", "maxItems"):

@@ -797,11 +797,11 @@ def test_cli_verify_exit_codes_and_messages(tmp_path, kind):
 
 
 @pytest.mark.parametrize("command", ["verify", "query", "stats"])
-def test_cli_missing_or_foreign_file_exits_4_naming_it(tmp_path, command):
+def test_cli_missing_file_is_a_usage_error_and_a_foreign_one_exits_4(tmp_path, command):
     missing = tmp_path / "nope.sqlite"
     result = run(command, "--audit", str(missing))
-    assert (result.exit_code, result.stdout) == (EXIT_INTERNAL, "")
-    assert result.stderr == f"protect: {missing}: no such audit log\n"
+    assert (result.exit_code, result.stdout) == (EXIT_USAGE, "")
+    assert result.stderr == f"protect: {missing}: no such file\n"
     assert not missing.exists()
     foreign = _a_text_file(tmp_path, "sqlite")
     result = run(command, "--audit", str(foreign))

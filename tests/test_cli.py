@@ -71,10 +71,10 @@ def test_validate_json_format_lists_every_error(tmp_path):
     assert good["valid"] is True and len(good["policy"]["sha256"]) == 64
 
 
-def test_validate_missing_file_is_invalid_not_a_traceback(tmp_path):
+def test_validate_missing_file_is_a_usage_error_not_a_traceback(tmp_path):
     result = run("validate", str(tmp_path / "nope.yaml"))
-    assert result.exit_code == 1
-    assert "no such file" in result.output
+    assert result.exit_code == 2
+    assert result.stderr == f"protect: {tmp_path / 'nope.yaml'}: no such file\n"
 
 
 def test_validate_empty_folder_is_a_usage_error(tmp_path):
@@ -169,7 +169,7 @@ def test_evaluate_now_replaces_current_date(tmp_path):
     [
         (["--now", "yesterday"], 2),
         (["--format", "xml"], 2),
-        (["--policy", "/nonexistent/policy.yaml"], 3),
+        (["--policy", "/nonexistent/policy.yaml"], 2),
     ],
 )
 def test_evaluate_bad_options(args, exit_code):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from protection_rules.errors import Issue, PolicyInvalid
+from protection_rules.errors import Issue, PolicyInvalid, UsageError
 from protection_rules.loading import (
     MAX_DOCUMENT_BYTES,
     DocumentInvalid,
@@ -237,10 +237,11 @@ def test_utf8_text_outside_ascii_is_accepted(tmp_path):
     assert load_policy(write(tmp_path, text)).owner == "équipe-risque 風險"
 
 
-def test_file_not_found(tmp_path):
+def test_file_not_found_is_a_usage_error(tmp_path):
     missing = tmp_path / "nope.yaml"
-    [issue] = policy_issues(missing)
-    assert (issue.code, issue.path, issue.file) == ("file-not-found", "$", str(missing))
+    with pytest.raises(UsageError) as caught:
+        load_policy(missing)
+    assert str(caught.value) == f"{missing}: no such file"
 
 
 def test_directory_is_not_a_policy(tmp_path):
@@ -391,20 +392,25 @@ def test_load_json_names_the_duplicate_key():
     assert "duplicate key `asset`" in caught.value.issues[0].message
 
 
+def requests_of(text: str, name: str, lines: bool | None = None) -> list:
+    return list(read_requests([text.encode()], name, lines=lines).documents)
+
+
 def test_read_requests_jsonl_keeps_going_after_a_bad_line():
     text = '{"a": 1}\n\n{"a": \n{"a": NaN}\n{"a": 3}\n'
-    docs = read_requests(text, "in.jsonl", lines=True)
+    docs = requests_of(text, "in.jsonl", lines=True)
     assert [d.label for d in docs] == ["in.jsonl:1", "in.jsonl:3", "in.jsonl:4", "in.jsonl:5"]
+    assert [d.line for d in docs] == [1, 3, 4, 5]
     assert [d.data for d in docs] == [{"a": 1}, None, None, {"a": 3}]
     assert docs[1].issues[0].line == 3  # the line of the file, not of the one-line document
     assert docs[2].issues[0].line == 4
 
 
 def test_read_requests_guesses_one_document_or_lines():
-    assert [d.data for d in read_requests('{\n"a": 1\n}', "stdin")] == [{"a": 1}]
-    assert [d.data for d in read_requests('{"a": 1}\n{"a": 2}\n', "stdin")] == [{"a": 1}, {"a": 2}]
+    assert [d.data for d in requests_of('{\n"a": 1\n}', "stdin")] == [{"a": 1}]
+    assert [d.data for d in requests_of('{"a": 1}\n{"a": 2}\n', "stdin")] == [{"a": 1}, {"a": 2}]
 
 
 def test_read_requests_empty_input():
-    [doc] = read_requests("\n\n", "in.jsonl", lines=True)
+    [doc] = requests_of("\n\n", "in.jsonl", lines=True)
     assert doc.issues[0].code == "file-empty"

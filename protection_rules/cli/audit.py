@@ -11,6 +11,7 @@ from ..audit import JsonlAuditLog, SqliteAuditLog, canonical_json, open_audit
 from ..paths import AUDIT_ENV, default_audit_path
 from ..reporting import to_json_line
 from ..timestamps import format_instant, parse_instant
+from .options import existing
 
 _audit_option = click.option(
     "--audit",
@@ -54,7 +55,7 @@ def _filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _opened(path: str) -> SqliteAuditLog | JsonlAuditLog:
-    return open_audit(path, mode="read")
+    return open_audit(existing(path), mode="read")
 
 
 @click.group()
@@ -68,8 +69,8 @@ def audit() -> None:
 def verify(audit_path: str, fmt: str) -> None:
     """Check the audit log's hash chain and name the first changed, deleted or reordered record.
 
-    Exit 0 when the chain is valid, 1 when it is broken, 4 when the file is missing, unreadable
-    or not an audit log. Deleting the last records leaves a valid chain: keep the printed head
+    Exit 0 when the chain is valid, 1 when it is broken, 2 when the file does not exist, 4
+    when it is unreadable or not an audit log. Deleting the last records leaves a valid chain: keep the printed head
     hash elsewhere and compare it.
 
     \b

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from ..audit import open_audit
-from ..commit import AuditedDecisions, Committer
+from ..commit import AuditedDecisions, Committer, decision_document
 from ..errors import InputInvalid
-from ..loading import DocumentInvalid, read_requests, read_text
+from ..loading import open_requests
 from ..reporting import to_json_line
-from .options import audit_path_option, audit_target, open_store, state_option
+from .options import audit_path_option, audit_target, existing, open_store, state_option
 
 
 @click.command()
@@ -31,16 +29,14 @@ def commit(decision: str, state_path: str | None, audit_path: str | None) -> Non
       protect evaluate --format json request.json > decision.json
       protect commit decision.json
     """
-    name = "<stdin>" if decision == "-" else decision
-    try:
-        text = sys.stdin.read() if decision == "-" else read_text(decision)
-    except DocumentInvalid as exc:
-        raise InputInvalid(exc.issues) from None
-    documents = read_requests(text, name, lines=None)
+    with open_requests(decision, lines=None) as found:
+        documents = list(found.documents)
     bad = [issue for doc in documents for issue in doc.issues]
     if bad:
         raise InputInvalid(bad)
-    with open_audit(audit_target(audit_path), mode="read") as trail:
+    for document in documents:  # the documents themselves first, before any store is opened
+        decision_document(document.data, source=document.label)
+    with open_audit(existing(str(audit_target(audit_path))), mode="read") as trail:
         store = open_store(state_path, for_writing=True)
         try:
             committer = Committer(store, AuditedDecisions(trail))

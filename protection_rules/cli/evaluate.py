@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import dataclasses
 
 import click
 
 from ..decision import exit_code
-from ..loading import DocumentInvalid, RequestDocument, read_requests, read_text
+from ..loading import RequestDocument, lines_by_name, open_requests
+from ..models import ProtectionDecision
 from ..reporting import decision_json, decision_text
 from ..timestamps import format_instant, parse_instant
 from .options import (
@@ -33,6 +33,8 @@ from .options import (
 def evaluate(request, policy_path, fmt, now, explain, state_path, no_state, audit_path, no_audit) -> None:
     """Decide REQUEST: a .json file (one request), a .jsonl file (one per line) or - (stdin).
 
+    A .jsonl file is streamed: each non-blank line gets one decision, in order, labelled with
+    its line (`"line": N` with --format json), and a bad line gets its own deny-with-error.
     A request without a `state` object reads the asset's state from the state store. Every
     decision is recorded in the audit trail first; one that cannot be recorded is a deny.
     Exit 0 when all are approved, 1 when any is denied, 3 when any input is invalid,
@@ -44,40 +46,41 @@ def evaluate(request, policy_path, fmt, now, explain, state_path, no_state, audi
       protect evaluate --format json --audit audit.sqlite batch.jsonl
       cat request.json | protect evaluate --no-audit -
     """
-    if now is not None:
+    now = _instant(now)
+    with open_requests(request, lines=lines_by_name(request)) as requests:
+        documents = requests.documents if now is None else (_with_now(doc, now) for doc in requests.documents)
+        store = None if no_state else open_store(state_path, for_writing=False)
+        sink = open_sink(audit_path, no_audit)
         try:
-            now = format_instant(parse_instant(now))
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--now") from None
-    name = "<stdin>" if request == "-" else request
+            engine = build_engine(policy_path, state=store, audit=sink)
+            worst = 0
+            for document, decision in engine.evaluate_documents(documents, explain=explain):
+                click.echo(_render(decision, document, fmt, lines=requests.lines))
+                worst = max(worst, exit_code([decision]))
+        finally:
+            for resource in (store, sink):
+                if resource is not None:
+                    resource.close()
+    raise click.exceptions.Exit(worst)
+
+
+def _render(decision: ProtectionDecision, document: RequestDocument, fmt: str, *, lines: bool) -> str:
+    """JSON Lines input gets one line per decision with its input line; text labels it `file:N`."""
+    if fmt == "json":
+        return decision_json(decision, line=document.line) if lines else decision_json(decision, indent=2)
+    return decision_text(decision, label=document.label if lines else None)
+
+
+def _instant(now: str | None) -> str | None:
+    if now is None:
+        return None
     try:
-        text = sys.stdin.read() if request == "-" else read_text(request)
-        documents = read_requests(text, name, lines=None if request == "-" else Path(request).suffix.lower() == ".jsonl")
-    except DocumentInvalid as exc:
-        if any(issue.code == "file-not-found" for issue in exc.issues):
-            raise click.UsageError(f"{request}: no such file") from None
-        documents = [RequestDocument(name, issues=tuple(exc.issues))]
-    if now is not None:
-        documents = [_with_now(doc, now) for doc in documents]
-    store = None if no_state else open_store(state_path, for_writing=False)
-    sink = open_sink(audit_path, no_audit)
-    try:
-        engine = build_engine(policy_path, state=store, audit=sink)
-        decisions = engine.evaluate_documents(documents, explain=explain)
-    finally:
-        for resource in (store, sink):
-            if resource is not None:
-                resource.close()
-    batch = len(documents) > 1 or documents[0].label != name
-    for document, decision in zip(documents, decisions, strict=True):
-        if fmt == "json":
-            click.echo(decision_json(decision, indent=None if batch else 2))
-        else:
-            click.echo(decision_text(decision, label=document.label if batch else None))
-    raise click.exceptions.Exit(exit_code(decisions))
+        return format_instant(parse_instant(now))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--now") from None
 
 
 def _with_now(document: RequestDocument, now: str) -> RequestDocument:
     if not isinstance(document.data, dict):
         return document
-    return RequestDocument(document.label, {**document.data, "current_date": now}, document.issues, document.raw)
+    return dataclasses.replace(document, data={**document.data, "current_date": now})

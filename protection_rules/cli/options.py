@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..engine import Engine
-from ..errors import AuditError
+from ..errors import AuditError, UsageError
 from ..paths import AUDIT_ENV, STATE_ENV, default_audit_path, default_state_path
 from ..resources import default_policy_path
 from ..state import StateStore, open_state
@@ -55,14 +55,23 @@ def audit_target(path: str | None) -> Path:
 def open_store(path: str | None, *, for_writing: bool) -> StateStore | None:
     """The state store a command uses.
 
-    An explicit path (flag or env) must exist unless the command writes state: a mistyped
-    path read as "no state" would loosen protections. The default path is used when it
+    An explicit path (flag or env) must exist unless the command writes state (a usage error):
+    a mistyped path read as "no state" would loosen protections. The default path is used when it
     exists, or when the command writes state.
     """
     target = Path(path) if path else default_state_path()
-    if not path and not for_writing and not target.exists():
+    if not for_writing and not target.exists():
+        if path:
+            raise UsageError(f"{path}: no such file")
         return None
     return open_state(target, create=for_writing)
+
+
+def existing(path: str) -> str:
+    """A file the command reads: one that does not exist is a usage error, never created."""
+    if not Path(path).exists():
+        raise UsageError(f"{path}: no such file")
+    return path
 
 
 def open_sink(path: str | None, no_audit: bool) -> Any:

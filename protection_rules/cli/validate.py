@@ -10,6 +10,7 @@ from ..errors import PolicyInvalid
 from ..policy import load_policy
 from ..reporting import to_json_line
 from ..resources import policies_dir
+from .options import existing
 
 
 def _policy_files(paths: tuple[str, ...]) -> list[Path]:
@@ -25,7 +26,7 @@ def _policy_files(paths: tuple[str, ...]) -> list[Path]:
                 raise click.UsageError(f"{raw}: no *.yaml policy files in this folder")
             files.extend(found)
         else:
-            files.append(path)
+            files.append(Path(existing(raw)))
     return files
 
 
@@ -36,7 +37,7 @@ def validate(paths: tuple[str, ...], fmt: str) -> None:
     """Validate policy files (default: every policy under ./policies, else the shipped ones).
 
     Prints `file:line:col: path: message` for every error. Exit 0 when all are valid, 1 when
-    any is invalid, 2 on a usage error.
+    any is invalid, 2 on a usage error (such as a file that does not exist).
 
     \b
     Example:
