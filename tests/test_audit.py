@@ -25,6 +25,7 @@ from protection_rules.audit import (
     GENESIS_HASH,
     SCHEMA_VERSION,
     JsonlAuditLog,
+    RecordFilter,
     SqliteAuditLog,
     canonical_json,
     open_audit,
@@ -68,6 +69,7 @@ def make_record(
     request = {"asset": asset, "action": "close", "current_date": evaluated_at, "request_id": decision_id}
     policy = {**POLICY, "version": version}
     return {
+        "kind": "decision",
         "decision_id": decision_id,
         "trace_id": trace_id or f"trace-{decision_id}",
         "evaluated_at": evaluated_at,
@@ -132,8 +134,14 @@ def test_append_round_trips_full_records_with_sequence_chain_and_clock(tmp_path,
         "2026-03-12T08:00:03Z",
         "2026-03-12T08:00:03Z",
     ]
+    assert [r["batch"] for r in records] == [
+        {"first": 1, "size": 1},
+        {"first": 2, "size": 1},
+        {"first": 3, "size": 2},
+        {"first": 3, "size": 2},
+    ]
     for record, original in zip(records, given, strict=True):
-        assert {k: v for k, v in record.items() if k not in ("sequence", "recorded_at", "prev_hash", "hash")} == original
+        assert {k: v for k, v in record.items() if k not in ("sequence", "recorded_at", "prev_hash", "batch", "hash")} == original
     assert records[0]["prev_hash"] == GENESIS_HASH
     for before, after in itertools.pairwise(records):
         assert after["prev_hash"] == before["hash"]
@@ -198,12 +206,17 @@ def test_append_accepts_any_sequence_and_an_empty_one(tmp_path, kind):
     "mutate, message",
     [
         (lambda r: r.pop("trace_id"), "missing `trace_id`"),
+        (lambda r: r.pop("kind"), "missing `kind`"),
+        (
+            lambda r: r.update(kind="rollback"),
+            "`kind` must be `decision` (other records go through append_event), got `rollback`",
+        ),
         (lambda r: r.update(decision="maybe"), "`decision` must be `approve` or `deny`, got `maybe`"),
         (lambda r: r.update(decision_id=""), "`decision_id` must be a non-empty string"),
         (lambda r: r.update(policy={"name": "x"}), "`policy` must hold"),
         (lambda r: r.update(evaluated_at="yesterday"), "`evaluated_at`"),
     ],
-    ids=["missing-field", "bad-decision", "empty-id", "bad-policy", "bad-time"],
+    ids=["missing-field", "missing-kind", "other-kind", "bad-decision", "empty-id", "bad-policy", "bad-time"],
 )
 def test_a_malformed_record_is_refused_naming_the_file_and_the_record(tmp_path, kind, mutate, message):
     path = log_path(tmp_path, kind)
@@ -687,15 +700,24 @@ QUERIES = [
 
 @pytest.mark.parametrize("filters, expected", QUERIES, ids=[json.dumps(q[0]) for q in QUERIES])
 def test_query_filters(query_log, filters, expected):
-    records = list(query_log.query(**filters))
+    records = list(query_log.query(RecordFilter(**filters)))
     assert [r["decision_id"] for r in records] == expected.split()
     assert all("hash" in r and "request" in r for r in records)  # full records
 
 
-@pytest.mark.parametrize("filters", [{"decision": "maybe"}, {"since": "yesterday"}, {"until": "2026-13-01"}])
-def test_query_refuses_bad_filter_values(query_log, filters):
-    with pytest.raises(ValueError):
-        list(query_log.query(**filters))
+@pytest.mark.parametrize(
+    "filters, message",
+    [
+        ({"decision": "maybe"}, "decision filter must be `approve` or `deny`, got `maybe`"),
+        ({"kind": "note"}, "kind filter must be one of `decision`, `rollback`, `state_correction`, got `note`"),
+        ({"since": "yesterday"}, "`yesterday` is not an ISO-8601 timestamp"),
+        ({"until": "2026-13-01"}, "2026-13-01"),
+    ],
+)
+def test_a_filter_refuses_values_that_cannot_match(filters, message):
+    with pytest.raises(ValueError) as caught:
+        RecordFilter(**filters)
+    assert message in str(caught.value)
 
 
 def _day(day, count, approved, overrides, denials, p50, p99):
@@ -745,14 +767,14 @@ def test_stats_by_hand(query_log):
 
 
 def test_stats_take_the_query_filters(query_log):
-    stats = query_log.stats(asset="AAPL", since="2026-03-10T12:00:00Z")
+    stats = query_log.stats(RecordFilter(asset="AAPL", since="2026-03-10T12:00:00Z"))
     assert (stats["count"], stats["approved"], stats["denials_by_protection"]) == (
         2,
         0,
         {"holding_period": 1, "core_asset_immunity": 1},
     )
     assert [day["day"] for day in stats["per_day"]] == ["2026-03-10", "2026-03-12"]
-    empty = query_log.stats(asset="TSLA")
+    empty = query_log.stats(RecordFilter(asset="TSLA"))
     assert empty == {
         "count": 0, "approved": 0, "denied": 0, "approval_rate": None, "overrides": 0, "override_rate": None,
         "denials_by_protection": {}, "decision_time_ms": {"p50": None, "p99": None}, "per_day": [],
@@ -780,8 +802,10 @@ def test_cli_verify_exit_codes_and_messages(tmp_path, kind):
         "count": 4,
         "first_bad": None,
         "decision_id": None,
+        "kind": None,
         "problem": "",
         "head": records[-1]["hash"],
+        "torn_tail": None,
     }
     if kind == "sqlite":
         conn = sqlite3.connect(path, isolation_level=None)
@@ -840,7 +864,8 @@ def test_cli_query_text_table(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0].split() == [
         "#",
-        "evaluated_at",
+        "kind",
+        "at",
         "asset",
         "action",
         "decision",
@@ -848,9 +873,23 @@ def test_cli_query_text_table(tmp_path):
         "by",
         "policy",
         "ms",
-        "decision_id",
+        "id",
+        "or",
+        "note",
     ]
-    assert lines[1].split() == ["2", "2026-03-12T07:00:00Z", "AAPL", "close", "approve", "-", "default", "1.0.0", "1.25", "d2"]
+    assert lines[1].split() == [
+        "2",
+        "decision",
+        "2026-03-12T07:00:00Z",
+        "AAPL",
+        "close",
+        "approve",
+        "-",
+        "default",
+        "1.0.0",
+        "1.25",
+        "d2",
+    ]
     assert len(lines) == 2
 
 
@@ -860,7 +899,7 @@ def test_cli_stats_json_matches_the_library_and_text_reads(tmp_path):
     result = run("stats", "--audit", str(path), "--format", "json", "--decision", "deny")
     assert result.exit_code == 0
     with open_audit(path, mode="read") as log:
-        assert json.loads(result.stdout) == log.stats(decision="deny")
+        assert json.loads(result.stdout) == log.stats(RecordFilter(decision="deny"))
     assert json.loads(result.stdout)["count"] == 3
     text = run("stats", "--audit", str(path)).stdout
     assert text.splitlines()[:3] == [

@@ -15,18 +15,25 @@ Mode = Literal["append", "read"]
 
 
 class AuditSink(Protocol):
-    """Where the engine writes one record per decision."""
+    """Where the engine writes one record per decision, and others write events beside them."""
 
     path: str
 
     def append(self, records: Sequence[Mapping[str, Any]]) -> None:
-        """Write the records in one transaction (all or none); raises `AuditError`."""
+        """Write the decision records as one batch (all or none); raises `AuditError`."""
+
+    def append_event(self, kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Write one record of another kind (`EVENT_KINDS`); return it as stored (with `hash`)."""
+
+    def find(self, decision_id: str) -> dict[str, Any] | None:
+        """The stored decision record with this id (with its `hash`), or None; raises
+        `AuditError` if it does not link to its neighbours in the chain."""
 
     def close(self) -> None: ...
 
 
 class UnwritableAudit:
-    """Stands in for an audit log that cannot be opened: every append fails, so every decision denies."""
+    """Stands in for an audit log that cannot be opened: every call fails, so every decision denies."""
 
     def __init__(self, path: str, problem: str):
         self.path, self.problem = path, problem
@@ -34,18 +41,24 @@ class UnwritableAudit:
     def append(self, records: Sequence[Mapping[str, Any]]) -> None:
         raise AuditError(self.problem)
 
+    def append_event(self, kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        raise AuditError(self.problem)
+
+    def find(self, decision_id: str) -> dict[str, Any] | None:
+        raise AuditError(self.problem)
+
     def close(self) -> None:
         return None
 
 
-def _make_parent(path: str) -> None:
+def make_parent(path: str) -> None:
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise AuditError(f"{path}: cannot create the audit log's folder: {_os_reason(exc)}") from exc
+        raise AuditError(f"{path}: cannot create the audit log's folder: {os_reason(exc)}") from exc
 
 
-def _os_reason(exc: OSError) -> str:
+def os_reason(exc: OSError) -> str:
     return {
         errno.ENOSPC: "the disk is full",
         errno.EDQUOT: "the disk quota is exhausted",
