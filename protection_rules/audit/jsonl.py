@@ -314,6 +314,7 @@ def _scan(fd: int, size: int) -> _Tail:
         cut, records = complete, 0
         stamp: tuple[int, int] | None = None
         kept = next(lines, None)
+        last: Any = None
         if kept is not None:
             last = _looks_like_record(kept[1])
             if last is None:
@@ -333,13 +334,15 @@ def _scan(fd: int, size: int) -> _Tail:
                     assert line is not None
                     sequence, cut, records = sequence - 1, line[0], records + 1
                 kept = next(lines, None)
+                last = _parse(kept[1]) if kept is not None else None
             else:
                 stamp = None
     except _Damage as damage:
         return _Tail(complete, problem=str(damage))
-    last_entry = _entry(kept[1]) if kept is not None else None
+    last_entry = _entry_of(last) if kept is not None else None
     before = next(lines, None) if kept is not None else None
-    tail = _Tail(cut, _entry(before[1]) if before is not None else None, last_entry)
+    # Only the last record's own hash is checked: the one before it only has to be linked to.
+    tail = _Tail(cut, _entry_of(_parse(before[1]), hashed=False) if before is not None else None, last_entry)
     if cut == size:
         return tail
     digest = hashlib.sha256()
@@ -371,13 +374,17 @@ def _stamp(record: Mapping[str, Any]) -> tuple[int, int] | None:
 
 def _entry(line: bytes, number: int | None = None) -> ChainEntry:
     """One line as the chain checks see it; `number` stands in for a missing sequence."""
-    record = _parse(line)
+    return _entry_of(_parse(line), number)
+
+
+def _entry_of(record: Any, number: int | None = None, *, hashed: bool = True) -> ChainEntry:
+    """A parsed line as the chain checks see it (`hashed=False`: its own hash is not checked)."""
     problem = None
     if record is None:
         problem = "the line is not valid JSON (the record was changed)"
     elif not (isinstance(record, dict) and isinstance(record.get("hash"), str)):
         problem = "the line is not an audit record (the record was changed)"
-    else:
+    elif hashed:
         try:
             if record_hash(record) != record["hash"]:
                 problem = "the hash does not match the record's content (the record was changed)"
@@ -435,6 +442,8 @@ def _numbered(handle: IO[bytes], end: int) -> Iterator[tuple[int, bytes]]:
 
 def _complete_end(fd: int, size: int) -> int:
     """The offset just after the file's last newline (0 if it has none)."""
+    if size and os.pread(fd, 1, size - 1) == b"\n":
+        return size
     end, chunk = size, _CHUNK
     while end > 0:
         start = max(0, end - chunk)
@@ -448,7 +457,7 @@ def _complete_end(fd: int, size: int) -> int:
 def _backwards(fd: int, end: int) -> Iterator[tuple[int, bytes]]:
     """The complete lines before offset `end` (just after a newline), last first, as (offset of
     the line, line without its newline); reads in growing chunks from the end."""
-    buffer, buffer_start, line_end, chunk = b"", end, end, _CHUNK
+    buffer, buffer_start, line_end, chunk = b"", end, end, _CHUNK // 4
     while line_end > 0:
         newline = line_end - 1 - buffer_start  # index in buffer of the newline ending this line
         cut = buffer.rfind(b"\n", 0, newline) if newline >= 0 else -1

@@ -71,8 +71,10 @@ class RecordFilter:
         return True
 
     def decisions_only(self) -> RecordFilter:
-        """This filter narrowed to decisions (what `stats` counts)."""
-        return self if self.kind is not None else replace(self, kind="decision")
+        """This filter narrowed to decisions (what `stats` counts); ValueError for another kind."""
+        if self.kind not in (None, "decision"):
+            raise ValueError(f"stats count decisions only, not `{self.kind}` records")
+        return replace(self, kind="decision")
 
 
 ALL_RECORDS = RecordFilter()

@@ -209,11 +209,15 @@ class SqliteAuditLog(LogFile):
     def _chain_end(self, conn: sqlite3.Connection) -> tuple[int, str]:
         """The sequence and hash the next record chains onto, once the last record has been
         checked against its content and the record before it."""
-        rows = conn.execute(f"{self._select_entries()} ORDER BY sequence DESC LIMIT 2").fetchall()
-        if not rows:
+        row = conn.execute(f"{self._select_entries()} ORDER BY sequence DESC LIMIT 1").fetchone()
+        if row is None:
             return 0, GENESIS_HASH
-        entries = list(_entries(reversed(rows), self._columns))
-        last, before = entries[-1], (entries[0] if len(entries) == 2 else None)
+        (last,) = _entries([row], self._columns)
+        # Only the last record's own hash is checked: the one before it only has to be linked to.
+        near = conn.execute(
+            "SELECT sequence, hash FROM audit_records WHERE sequence < ? ORDER BY sequence DESC LIMIT 1", (row[0],)
+        )
+        before = next((ChainEntry(sequence, None, None, hash, None, None) for sequence, hash in near), None)
         broken = link_problem(before, last)
         if broken:
             raise AuditError(

@@ -86,7 +86,8 @@ def verify(audit_path: str, fmt: str) -> None:
 
     Exit 0 when the chain is valid, 1 when it is broken, 4 when the file is missing, unreadable
     or not an audit log. Deleting the last records leaves a valid chain: keep the printed head
-    hash elsewhere and compare it.
+    hash elsewhere and compare it. An interrupted append at the end of a JSON Lines log is left
+    out and reported; the next command that writes the log rolls it back. Never writes.
 
     \b
     Example:
