@@ -68,7 +68,7 @@ Every failure to open, read or write raises `AuditError` (exit code 4) naming th
 
 Modules: `chain` (kinds, canonical JSON, hashing, sealing, whole-chain and end-of-chain checks),
 `query` (`RecordFilter`, stats), `sqlite` and `jsonl` (the backends), `base` (the `AuditSink`
-protocol and file plumbing). The backends share those modules' public names and nothing else.
+protocol, the checks on what is appended, file plumbing). The backends share those modules' public names and nothing else.
 """
 
 from __future__ import annotations

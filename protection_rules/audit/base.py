@@ -1,5 +1,6 @@
 """What every audit backend shares: the `AuditSink` protocol the engine writes to, the open
-modes, the stand-in for a log that cannot be opened, and the file-system plumbing."""
+modes, the stand-in for a log that cannot be opened, the checks on what is appended (`LogFile`),
+and the file-system plumbing."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, Self
 
 from ..errors import AuditError
+from .chain import check_batch, check_event
 
 DEFAULT_TIMEOUT = 30.0
 Mode = Literal["append", "read"]
@@ -73,9 +75,24 @@ def os_reason(exc: OSError) -> str:
 
 
 class LogFile:
-    """What both audit logs share as files: `with` support and a readable repr."""
+    """What both audit logs share: checking what is appended, `with` support, a readable repr."""
 
     path: str
+
+    def append(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Append decision records as one batch (all or none); raises `AuditError`."""
+        batch = check_batch(records, self.path)
+        if batch:
+            self._append(batch)
+
+    def append_event(self, kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Append one record of another kind (`EVENT_KINDS`); return it as stored (with `hash`)."""
+        (stored,) = self._append([check_event(kind, fields, self.path)])
+        return stored
+
+    def _append(self, batch: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Seal the checked batch onto the chain and write it; return the stored records."""
+        raise NotImplementedError
 
     def close(self) -> None:
         raise NotImplementedError

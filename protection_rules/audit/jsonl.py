@@ -25,8 +25,6 @@ from .chain import (
     ChainEntry,
     VerifyResult,
     canonical_json,
-    check_batch,
-    check_event,
     link_problem,
     now_iso,
     record_hash,
@@ -117,15 +115,6 @@ class JsonlAuditLog(LogFile):
                 self._fd = None
 
     # -- writing
-
-    def append(self, records: Sequence[Mapping[str, Any]]) -> None:
-        batch = check_batch(records, self.path)
-        if batch:
-            self._append(batch)
-
-    def append_event(self, kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-        (stored,) = self._append([check_event(kind, fields, self.path)])
-        return stored
 
     def _append(self, batch: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         with self._lock:  # flock does not exclude threads sharing one open file
