@@ -310,6 +310,7 @@ def _record(decision: ProtectionDecision, received: Any, ctx: Context | None) ->
     """The audit record: enough to replay the decision exactly (request + state + policy)."""
     state = ctx.state.to_dict() if ctx is not None and ctx.state_source != "none" else None
     return {
+        "kind": "decision",
         "decision_id": decision.decision_id,
         "trace_id": decision.trace_id,
         "evaluated_at": format_instant(decision.evaluated_at) if decision.evaluated_at is not None else None,

@@ -4,11 +4,14 @@ query filters, stats by hand, and the `protect audit` commands."""
 
 from __future__ import annotations
 
+import ast
 import fcntl
 import hashlib
 import itertools
 import json
 import multiprocessing
+import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -25,10 +28,12 @@ from protection_rules.audit import (
     GENESIS_HASH,
     SCHEMA_VERSION,
     JsonlAuditLog,
+    RecordFilter,
     SqliteAuditLog,
     canonical_json,
     open_audit,
     record_hash,
+    record_kind,
 )
 from protection_rules.cli import cli
 from protection_rules.errors import EXIT_INTERNAL, EXIT_USAGE, AuditError
@@ -37,6 +42,14 @@ KINDS = ["sqlite", "jsonl"]
 LOG_CLASSES = {"sqlite": SqliteAuditLog, "jsonl": JsonlAuditLog}
 T0 = 1773302400.0  # 2026-03-12T08:00:00Z
 POLICY = {"name": "default", "version": "1.0.0", "sha256": "a7" * 32}
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "requests"
+CORRECTION = {
+    "asset": "QQQ",
+    "action": "remove_event",
+    "detail": {"event": {"type": "open", "at": "2999-12-31T00:00:00Z"}},
+    "reason": "recorded with a mistyped year",
+    "at": "2026-03-12T09:30:00Z",
+}
 
 
 class FakeClock:
@@ -68,6 +81,7 @@ def make_record(
     request = {"asset": asset, "action": "close", "current_date": evaluated_at, "request_id": decision_id}
     policy = {**POLICY, "version": version}
     return {
+        "kind": "decision",
         "decision_id": decision_id,
         "trace_id": trace_id or f"trace-{decision_id}",
         "evaluated_at": evaluated_at,
@@ -132,8 +146,14 @@ def test_append_round_trips_full_records_with_sequence_chain_and_clock(tmp_path,
         "2026-03-12T08:00:03Z",
         "2026-03-12T08:00:03Z",
     ]
+    assert [r["batch"] for r in records] == [
+        {"first": 1, "size": 1},
+        {"first": 2, "size": 1},
+        {"first": 3, "size": 2},
+        {"first": 3, "size": 2},
+    ]
     for record, original in zip(records, given, strict=True):
-        assert {k: v for k, v in record.items() if k not in ("sequence", "recorded_at", "prev_hash", "hash")} == original
+        assert {k: v for k, v in record.items() if k not in ("sequence", "recorded_at", "prev_hash", "batch", "hash")} == original
     assert records[0]["prev_hash"] == GENESIS_HASH
     for before, after in itertools.pairwise(records):
         assert after["prev_hash"] == before["hash"]
@@ -198,12 +218,17 @@ def test_append_accepts_any_sequence_and_an_empty_one(tmp_path, kind):
     "mutate, message",
     [
         (lambda r: r.pop("trace_id"), "missing `trace_id`"),
+        (lambda r: r.pop("kind"), "missing `kind`"),
+        (
+            lambda r: r.update(kind="rollback"),
+            "`kind` must be `decision` (other records go through append_event), got `rollback`",
+        ),
         (lambda r: r.update(decision="maybe"), "`decision` must be `approve` or `deny`, got `maybe`"),
         (lambda r: r.update(decision_id=""), "`decision_id` must be a non-empty string"),
         (lambda r: r.update(policy={"name": "x"}), "`policy` must hold"),
         (lambda r: r.update(evaluated_at="yesterday"), "`evaluated_at`"),
     ],
-    ids=["missing-field", "bad-decision", "empty-id", "bad-policy", "bad-time"],
+    ids=["missing-field", "missing-kind", "other-kind", "bad-decision", "empty-id", "bad-policy", "bad-time"],
 )
 def test_a_malformed_record_is_refused_naming_the_file_and_the_record(tmp_path, kind, mutate, message):
     path = log_path(tmp_path, kind)
@@ -247,13 +272,14 @@ def _sql(*statements: str) -> Callable[[sqlite3.Connection], None]:
     return run
 
 
-def _rewrite_body_and_hash(conn: sqlite3.Connection) -> None:
-    """A forger who fixes the edited record's hash: the next record's link still breaks."""
-    body = conn.execute("SELECT body FROM audit_records WHERE sequence = 3").fetchone()[0]
-    body = body.replace('"decision":"deny"', '"decision":"approve"')
+def _rewrite_body_and_hash(conn: sqlite3.Connection, sequence: int = 3) -> None:
+    """A forger who flips a decision and fixes the record's hash: the next record's link still breaks."""
+    body, decision = conn.execute("SELECT body, decision FROM audit_records WHERE sequence = ?", (sequence,)).fetchone()
+    flipped = "approve" if decision == "deny" else "deny"
+    body = body.replace(f'"decision":"{decision}"', f'"decision":"{flipped}"')
     conn.execute(
-        "UPDATE audit_records SET body = ?, hash = ?, decision = 'approve' WHERE sequence = 3",
-        (body, hashlib.sha256(body.encode()).hexdigest()),
+        "UPDATE audit_records SET body = ?, hash = ?, decision = ? WHERE sequence = ?",
+        (body, hashlib.sha256(body.encode()).hexdigest(), flipped, sequence),
     )
 
 
@@ -334,6 +360,19 @@ def _lines(edit: Callable[[list[str]], list[str]]) -> Callable[[Path], None]:
     return run
 
 
+def _rehash(record: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    changed = {**record, **changes}
+    return {**changed, "hash": record_hash(changed)}
+
+
+def _jsonl_edit(edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> Callable[[Path], None]:
+    def run_edit(path: Path) -> None:
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        path.write_text("".join(canonical_json(r) + "\n" for r in edit(records)), encoding="utf-8")
+
+    return run_edit
+
+
 JSONL_TAMPERING = [
     (
         "line-edited",
@@ -345,6 +384,13 @@ JSONL_TAMPERING = [
     ("line-broken", _lines(lambda ls: [*ls[:2], ls[2][:40] + "\n", *ls[3:]]), 3, None, "not valid JSON"),
     ("line-deleted", _lines(lambda ls: [*ls[:2], *ls[3:]]), 4, "d4", "expected #3 after #2, found #4"),
     ("lines-swapped", _lines(lambda ls: [*ls[:2], ls[3], ls[2], *ls[4:]]), 4, "d4", "expected #3 after #2, found #4"),
+    (
+        "rehashed-forgery",
+        _jsonl_edit(lambda rs: [*rs[:2], _rehash(rs[2], decision="approve", blocking_systems=[]), *rs[3:]]),
+        4,
+        "d4",
+        "prev_hash does not match record #3",
+    ),
     ("whitespace-is-not-content", _lines(lambda ls: [*ls[:4], ls[4].replace(",", ", ", 1)]), None, None, ""),
 ]
 
@@ -573,6 +619,564 @@ def test_jsonl_on_a_full_device_raises_audit_error(tmp_path):
         log.append([make_record("d1")])
 
 
+# ---------------------------------------------------------------- crashes and broken chain ends
+
+# A child process opens the log, starts appending a batch of BATCH big records and SIGKILLs
+# itself part-way: JSON Lines after a real write(2) of part of the batch (cut in the middle of a
+# line, or just after one), SQLite after two thirds of the batch's INSERTs inside its transaction.
+# Before dying it prints what it had written.
+BATCH = 600
+KILLER = """
+import json, os, signal, sys
+sys.path.insert(0, {tests!r})
+from test_audit import make_record
+from protection_rules.audit import open_audit
+
+path, where, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+log = open_audit(path)
+batch = [make_record(f"killed-{{n}}") for n in range(size)]
+for record in batch:
+    record["request"]["metadata"] = {{"note": "x" * 3000}}
+
+
+def die(report):
+    print(json.dumps(report), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+if where == "mid-transaction":
+    inserts = []
+
+    def trace(statement):
+        if statement.startswith("INSERT"):
+            inserts.append(1)
+            if len(inserts) == size * 2 // 3:
+                die({{"inserted": len(inserts)}})
+
+    log._conn.set_trace_callback(trace)
+else:
+    write = os.write
+
+    def torn_write(fd, data):
+        data = bytes(data)
+        cut = data.index(b"\\n", len(data) // 2) + 1 if where == "at-a-line-end" else len(data) // 2
+        written = write(fd, data[:cut])
+        die({{"bytes": written, "lines": data[:cut].count(b"\\n")}})
+
+    os.write = torn_write
+log.append(batch)
+sys.exit("the append returned")
+"""
+KILLS = [("sqlite", "mid-transaction"), ("jsonl", "mid-line"), ("jsonl", "at-a-line-end")]
+
+
+def killed_writer(path: Path, where: str) -> dict[str, Any]:
+    """Run the killer on `path`; return what it wrote before it died."""
+    script = KILLER.format(tests=str(Path(__file__).parent))
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path), where, str(BATCH)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("kind, where", KILLS, ids=[f"{kind}-{where}" for kind, where in KILLS])
+@pytest.mark.parametrize("before", [0, 3], ids=["new-log", "3-records"])
+def test_a_writer_killed_mid_append_leaves_none_of_its_batch_and_the_log_goes_on(tmp_path, kind, where, before):
+    """The contract of both sinks (issue 7, item 10): after a writer dies mid-append, the log
+    opens, verifies, holds none of the dead batch's records, and the next append chains on."""
+    path = log_path(tmp_path, kind)
+    kept = filled(path, before) if before else []
+    size_before = path.stat().st_size if before else 0
+    report = killed_writer(path, where)
+    if kind == "jsonl":  # the file really holds part of the dead batch
+        debris = path.read_bytes()[size_before:]
+        assert len(debris) == report["bytes"] and debris.count(b"\n") == report["lines"] > 0
+        assert debris.startswith(b'{"action":"close","asset":"AAPL","batch":{"first":%d,"size":%d}' % (before + 1, BATCH))
+    else:
+        assert report["inserted"] == BATCH * 2 // 3
+    with open_audit(path, clock=FakeClock(T0 + 3600)) as log:
+        log.append([make_record("after")])
+    records = stored(path)
+    assert not [r for r in records if str(r.get("decision_id")).startswith("killed-")]
+    assert records[:before] == kept
+    assert [r["decision_id"] for r in records if record_kind(r) == "decision"] == [f"d{n}" for n in range(1, before + 1)] + [
+        "after"
+    ]
+    assert [r["sequence"] for r in records] == list(range(1, len(records) + 1))
+    assert records[-1]["prev_hash"] == records[-2]["hash"] if len(records) > 1 else GENESIS_HASH
+    result = verify(path)
+    assert (result.ok, result.count, result.head) == (True, len(records), records[-1]["hash"])
+    if kind == "jsonl":
+        (rollback,) = [r for r in records if record_kind(r) == "rollback"]
+        assert rollback["sequence"] == before + 1 and rollback["at"] == "2026-03-12T09:00:00Z"
+        assert rollback["dropped"] == {
+            "records": report["lines"],
+            "lines": report["lines"] + (where == "mid-line"),
+            "bytes": len(debris),
+            "sha256": hashlib.sha256(debris).hexdigest(),
+            "first_sequence": before + 1,
+            "batch_size": BATCH,
+            "saved_as": f"{path.name}.rollback-{before + 1}-{hashlib.sha256(debris).hexdigest()[:12]}",
+        }
+        assert (tmp_path / rollback["dropped"]["saved_as"]).read_bytes() == debris  # nothing is lost
+    else:
+        assert len(records) == before + 1  # SQLite rolled the transaction back itself
+
+
+def test_jsonl_an_incomplete_last_line_alone_is_rolled_back(tmp_path):
+    """A batch written whole, then a half line: only the half line goes (lines 1, records 0)."""
+    path = tmp_path / "audit.jsonl"
+    filled(path, 2)
+    half = b'{"action":"close","asset":"AA'
+    with path.open("ab") as handle:
+        handle.write(half)
+    with open_audit(path, clock=FakeClock(T0 + 3600)) as log:
+        log.append([make_record("d3")])
+    records = stored(path)
+    assert [(r["sequence"], record_kind(r)) for r in records] == [
+        (1, "decision"),
+        (2, "decision"),
+        (3, "rollback"),
+        (4, "decision"),
+    ]
+    digest = hashlib.sha256(half).hexdigest()
+    assert (
+        records[2]["dropped"]
+        == {
+            "records": 0,
+            "lines": 1,
+            "bytes": 29,  # {"action":"close","asset":"AA
+            "sha256": digest,
+            "first_sequence": 3,
+            "batch_size": None,
+            "saved_as": f"audit.jsonl.rollback-3-{digest[:12]}",
+        }
+    )
+    assert verify(path).ok
+
+
+def _one_batch_of_4_without(*lines: int) -> Callable[[Path], None]:
+    def damage(path: Path) -> None:
+        path.unlink()
+        with open_audit(path) as log:
+            log.append([make_record(f"b{n}") for n in range(1, 5)])
+        _lines(lambda ls: [line for number, line in enumerate(ls, start=1) if number not in lines])(path)
+
+    return damage
+
+
+def _appended(data: bytes) -> Callable[[Path], None]:
+    def damage(path: Path) -> None:
+        with path.open("ab") as handle:
+            handle.write(data)
+
+    return damage
+
+
+DAMAGED_ENDS = [
+    ("incomplete-line-of-no-record", _appended(b"garbage"), "the last line is incomplete and is not the start of a record"),
+    ("last-line-no-record", _appended(b"hello\n"), "the last line is not an audit record"),
+    (
+        "short-batch-with-a-gap",
+        _one_batch_of_4_without(2, 4),
+        "the last batch (#1, 4 records) is not whole and does not run back to its start",
+    ),
+]
+
+
+@pytest.mark.parametrize("damage, problem", [case[1:] for case in DAMAGED_ENDS], ids=[case[0] for case in DAMAGED_ENDS])
+def test_jsonl_damage_at_the_end_that_is_no_interrupted_append_is_not_rolled_back(tmp_path, damage, problem):
+    path = tmp_path / "audit.jsonl"
+    filled(path, 2)
+    damage(path)
+    damaged = path.read_bytes()
+    with pytest.raises(AuditError) as caught:
+        open_audit(path)
+    assert str(caught.value) == f"{path}: damaged audit log: {problem}: nothing was appended: run `protect audit verify`"
+    with open_audit(path, mode="read") as log:
+        assert not log.verify().ok
+        with pytest.raises(AuditError, match=f"damaged audit log: {re.escape(problem)}"):
+            list(log.records())
+    assert path.read_bytes() == damaged and sorted(p.name for p in tmp_path.iterdir()) == ["audit.jsonl"]
+
+
+@pytest.mark.parametrize("where", ["mid-line", "at-a-line-end"])
+def test_jsonl_read_only_leaves_an_interrupted_append_out_and_writes_nothing(tmp_path, where):
+    path = tmp_path / "audit.jsonl"
+    kept = filled(path, 3)
+    size_before = path.stat().st_size
+    report = killed_writer(path, where)
+    torn = path.read_bytes()
+    with open_audit(path, mode="read") as log:
+        result = log.verify()
+        assert [r["decision_id"] for r in log.records()] == ["d1", "d2", "d3"]
+        assert [r["decision_id"] for r in log.query(RecordFilter(asset="AAPL"))] == ["d1", "d2", "d3"]
+        assert log.stats()["count"] == 3
+        assert log.find("killed-0") is None and log.find("d3") == kept[2]
+    assert (result.ok, result.count, result.head) == (True, 3, kept[2]["hash"])
+    assert result.torn_tail == {
+        "records": report["lines"],
+        "lines": report["lines"] + (where == "mid-line"),
+        "bytes": len(torn) - size_before,
+        "sha256": hashlib.sha256(torn[size_before:]).hexdigest(),
+        "first_sequence": 4,
+        "batch_size": BATCH,
+    }
+    cli_result = run("verify", "--audit", str(path))
+    assert cli_result.exit_code == 0
+    assert cli_result.stdout == (
+        f"audit log {path}: 3 record(s), chain valid; left out an interrupted append at the end "
+        f"({report['lines']} record(s) in {result.torn_tail['lines']} line(s), {len(torn) - size_before} bytes, from #4): "
+        f"the next append rolls it back (head {kept[2]['hash']})\n"
+    )
+    assert path.read_bytes() == torn and sorted(p.name for p in tmp_path.iterdir()) == ["audit.jsonl"]
+
+
+def test_cli_evaluate_after_a_killed_jsonl_writer_decides_and_records_the_rollback(tmp_path):
+    """The issue's reproduction: after the kill, evaluations were denied (exit 4) for good."""
+    path = tmp_path / "log.jsonl"
+    filled(path, 2)
+    killed_writer(path, "mid-line")
+    evaluated = CliRunner().invoke(cli, ["evaluate", "--audit", str(path), str(EXAMPLES / "plain_open.json")])
+    assert evaluated.exit_code == 0, evaluated.output
+    rollbacks = run("query", "--audit", str(path), "--kind", "rollback")
+    assert rollbacks.exit_code == 0 and rollbacks.stderr == "1 record(s)\n"
+    row = rollbacks.stdout.splitlines()[1].split()
+    assert row[:2] == ["3", "rollback"] and row[3:10] == ["-"] * 6 + ["dropped"]
+    assert run("verify", "--audit", str(path)).exit_code == 0
+    assert [r["asset"] for r in stored(path) if record_kind(r) == "decision"] == ["AAPL", "AAPL", "AMZN"]
+
+
+BROKEN_ENDS = [
+    (
+        "jsonl-last-edited",
+        "jsonl",
+        _jsonl_edit(lambda rs: [*rs[:4], {**rs[4], "decision": "approve"}]),
+        "record #5: the hash does not match the record's content (the record was changed)",
+    ),
+    (
+        "jsonl-rehashed-forgery-before-the-last",
+        "jsonl",
+        _jsonl_edit(lambda rs: [*rs[:3], _rehash(rs[3], decision="deny"), rs[4]]),
+        "record #5: prev_hash does not match the record before it",
+    ),
+    (
+        "jsonl-record-before-the-last-deleted",
+        "jsonl",
+        _jsonl_edit(lambda rs: [*rs[:3], rs[4]]),
+        "record #5 follows #3: records deleted or reordered",
+    ),
+    (
+        "sqlite-last-edited",
+        "sqlite",
+        _sql("UPDATE audit_records SET body = replace(body, '\"AAPL\"', '\"AAPX\"') WHERE sequence = 5"),
+        "record #5: the hash does not match the record's content (the record was changed)",
+    ),
+    (
+        "sqlite-rehashed-forgery-before-the-last",
+        "sqlite",
+        lambda conn: _rewrite_body_and_hash(conn, 4),
+        "record #5: prev_hash does not match the record before it",
+    ),
+]
+
+
+@pytest.mark.parametrize("kind, tamper, problem", [case[1:] for case in BROKEN_ENDS], ids=[case[0] for case in BROKEN_ENDS])
+def test_a_chain_broken_at_its_end_is_not_extended(tmp_path, kind, tamper, problem):
+    """Issue 7, item 11: the sink checks the end it chains onto before every append."""
+    path = log_path(tmp_path, kind)
+    filled(path, 5)
+    if kind == "sqlite":
+        conn = sqlite3.connect(path, isolation_level=None)
+        tamper(conn)
+        conn.close()
+    else:
+        tamper(path)
+    before = stored(path)
+    for attempt in (lambda log: log.append([make_record("d6")]), lambda log: log.append_event("state_correction", CORRECTION)):
+        with pytest.raises(AuditError) as caught:
+            with open_audit(path) as log:
+                attempt(log)
+        assert str(caught.value) == (
+            f"{path}: the audit chain is broken at its end: {problem}: nothing was appended: run `protect audit verify`"
+        )
+    assert stored(path) == before
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cli_evaluate_denies_with_exit_4_on_a_chain_broken_at_its_end(tmp_path, kind):
+    path = log_path(tmp_path, kind)
+    filled(path, 3)
+    if kind == "sqlite":
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("UPDATE audit_records SET body = replace(body, '\"deny\"', '\"approve\"') WHERE sequence = 3")
+        conn.close()
+    else:
+        _lines(lambda ls: [*ls[:2], ls[2].replace('"deny"', '"approve"')])(path)
+    result = CliRunner().invoke(cli, ["evaluate", "--format", "json", "--audit", str(path), str(EXAMPLES / "plain_open.json")])
+    assert result.exit_code == EXIT_INTERNAL
+    decision = json.loads(result.stdout)
+    assert (decision["approved"], decision["blocking_systems"], decision["errors"][0]["code"]) == (
+        False,
+        ["error"],
+        "audit-error",
+    )
+    assert "the audit chain is broken at its end: record #3" in decision["errors"][0]["message"]
+    assert "run `protect audit verify`" in decision["errors"][0]["message"]
+    assert len(stored(path)) == 3
+
+
+# ------------------------------------------------------------------- other kinds of record
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_events_share_the_chain_and_query_returns_every_kind_in_order(tmp_path, kind):
+    path = log_path(tmp_path, kind)
+    clock = FakeClock()
+    with open_audit(path, clock=clock) as log:
+        clock.now = T0  # the SQLite backend stamps its schema with the clock when it creates it
+        log.append([make_record("d1", asset="QQQ")])
+        event = log.append_event("state_correction", CORRECTION)
+        log.append([make_record("d2"), make_record("d3", decision="approve")])
+    assert event == {
+        **CORRECTION,
+        "kind": "state_correction",
+        "sequence": 2,
+        "recorded_at": "2026-03-12T08:00:01.500000Z",
+        "prev_hash": stored(path)[0]["hash"],
+        "batch": {"first": 2, "size": 1},
+        "hash": event["hash"],
+    }
+    assert event["hash"] == record_hash(event)
+    records = stored(path)
+    assert [(r["sequence"], record_kind(r)) for r in records] == [
+        (1, "decision"),
+        (2, "state_correction"),
+        (3, "decision"),
+        (4, "decision"),
+    ]
+    assert records[1] == event
+    assert verify(path).ok and verify(path).count == 4
+    with open_audit(path, mode="read") as log:
+        assert [r["sequence"] for r in log.query(RecordFilter(kind="state_correction"))] == [2]
+        assert [r["sequence"] for r in log.query(RecordFilter(kind="decision"))] == [1, 3, 4]
+        assert [r["sequence"] for r in log.query(RecordFilter(asset="QQQ"))] == [1, 2]  # a correction names its asset
+        assert [r["sequence"] for r in log.query(RecordFilter(since="2026-03-12T09:30:00Z"))] == [2]  # its `at`
+        assert [r["sequence"] for r in log.query(RecordFilter(decision="deny"))] == [1, 3]
+        assert (log.stats()["count"], log.stats()["approved"]) == (3, 1)  # decisions only
+        assert log.stats(RecordFilter(asset="QQQ"))["count"] == 1
+        with pytest.raises(ValueError, match="stats count decisions only, not `state_correction` records"):
+            log.stats(RecordFilter(kind="state_correction"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "event_kind, fields, message",
+    [
+        ("note", CORRECTION, "an event's kind must be one of `state_correction`, got `note`"),
+        ("rollback", CORRECTION, "an event's kind must be one of `state_correction`, got `rollback`"),
+        ("decision", CORRECTION, "an event's kind must be one of `state_correction`, got `decision`"),
+        ("state_correction", {**CORRECTION, "kind": "x"}, "state_correction record: `kind` is given as the first argument"),
+        ("state_correction", {k: v for k, v in CORRECTION.items() if k != "reason"}, "missing `reason`"),
+        ("state_correction", {k: v for k, v in CORRECTION.items() if k != "detail"}, "missing `detail`"),
+        ("state_correction", {**CORRECTION, "asset": " "}, "`asset` must be a non-empty string"),
+        ("state_correction", {**CORRECTION, "at": "yesterday"}, "state_correction record: `at`: `yesterday`"),
+        ("state_correction", {**CORRECTION, "detail": float("nan")}, "(a state_correction record) is not valid JSON"),
+    ],
+    ids=["unknown", "rollback", "decision", "kind-in-fields", "no-reason", "no-detail", "blank-asset", "bad-at", "nan"],
+)
+def test_append_event_refuses_what_it_cannot_record(tmp_path, kind, event_kind, fields, message):
+    path = log_path(tmp_path, kind)
+    filled(path, 1)
+    with open_audit(path) as log, pytest.raises(AuditError) as caught:
+        log.append_event(event_kind, fields)
+    assert str(caught.value).startswith(f"{path}: ") and message in str(caught.value)
+    assert len(stored(path)) == 1
+
+
+def test_sqlite_events_have_no_decision_id_and_ids_stay_unique(tmp_path):
+    path = tmp_path / "audit.sqlite"
+    filled(path, 1)
+    with open_audit(path) as log:
+        log.append_event("state_correction", CORRECTION)
+        log.append_event("state_correction", CORRECTION)
+        with pytest.raises(AuditError, match="already in the audit log"):
+            log.append([make_record("d1")])
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT kind, decision_id, asset, decision FROM audit_records ORDER BY sequence").fetchall()
+    finally:
+        conn.close()
+    assert rows == [
+        ("decision", "d1", "AAPL", "deny"),
+        ("state_correction", None, "QQQ", None),
+        ("state_correction", None, "QQQ", None),
+    ]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cli_query_kind_filter_and_stats_count_decisions_only(tmp_path, kind):
+    path = log_path(tmp_path, kind)
+    filled(path, 2)
+    with open_audit(path) as log:
+        log.append_event("state_correction", CORRECTION)
+    text = run("query", "--audit", str(path), "--kind", "state_correction")
+    assert text.exit_code == 0 and text.stderr == "1 record(s)\n"
+    assert text.stdout.splitlines()[1].split() == [
+        "3",
+        "state_correction",
+        "2026-03-12T09:30:00Z",
+        "QQQ",
+        "remove_event",
+        *["-"] * 4,
+        *["recorded", "with", "a", "mistyped", "year"],
+    ]
+    every = run("query", "--audit", str(path), "--format", "jsonl")
+    assert [json.loads(line).get("kind") for line in every.stdout.splitlines()] == ["decision", "decision", "state_correction"]
+    assert run("stats", "--audit", str(path)).stdout.startswith("2 decision(s): 1 approved (50.0%), 1 denied")
+    assert "--kind" not in run("stats", "--help").stdout
+    assert run("query", "--audit", str(path), "--kind", "note").exit_code == EXIT_USAGE
+
+
+# ------------------------------------------------------------ logs written before kinds existed
+
+V1 = Path(__file__).parent / "audit_v1"  # written by the engine before records had `kind` and `batch`
+
+
+def _v1_sqlite(tmp_path: Path) -> Path:
+    path = tmp_path / "v1.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript((V1 / "audit.sql").read_text())
+    conn.close()
+    return path
+
+
+def _rows(path: Path) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT sequence, decision_id, hash, body FROM audit_records ORDER BY sequence").fetchall()
+    finally:
+        conn.close()
+
+
+def _version(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_a_version_1_sqlite_log_is_read_as_it_is_and_migrated_in_place_when_appended_to(tmp_path):
+    path = _v1_sqlite(tmp_path)
+    v1_rows = _rows(path)
+    assert len(v1_rows) == 3 and all('"kind"' not in body for *_, body in v1_rows)
+    with open_audit(path, mode="read") as log:  # read-only: no migration, nothing written
+        result = log.verify()
+        assert (result.ok, result.count, result.head) == (True, 3, v1_rows[2][2])
+        assert [r["sequence"] for r in log.query(RecordFilter(kind="decision"))] == [1, 2, 3]
+        assert list(log.query(RecordFilter(kind="rollback"))) == []
+        assert log.stats()["count"] == 3
+        assert log.find(v1_rows[1][1])["hash"] == v1_rows[1][2]
+    assert _version(path) == 1
+    with open_audit(path, clock=FakeClock()) as log:
+        log.append([make_record("d4")])
+        log.append_event("state_correction", CORRECTION)
+        assert log.find(v1_rows[0][1])["sequence"] == 1
+    assert _version(path) == SCHEMA_VERSION == 2
+    assert _rows(path)[:3] == v1_rows  # bodies and hashes copied unchanged
+    result = verify(path)
+    assert (result.ok, result.count) == (True, 5)
+    assert stored(path)[3]["prev_hash"] == v1_rows[2][2]
+
+
+def test_a_jsonl_log_written_before_kinds_verifies_and_chains_on(tmp_path):
+    path = tmp_path / "v1.jsonl"
+    path.write_bytes((V1 / "audit.jsonl").read_bytes())
+    old = [json.loads(line) for line in (V1 / "audit.jsonl").read_text().splitlines()]
+    assert len(old) == 3 and not any("kind" in r or "batch" in r for r in old)
+    assert verify(path).ok and verify(path).head == old[2]["hash"]
+    with open_audit(path, mode="read") as log:
+        assert log.stats()["count"] == 3 and len(list(log.query(RecordFilter(kind="decision")))) == 3
+    with open_audit(path) as log:
+        log.append([make_record("d4")])
+    records = stored(path)
+    assert records[:3] == old
+    assert (records[3]["sequence"], records[3]["prev_hash"], records[3]["batch"]) == (4, old[2]["hash"], {"first": 4, "size": 1})
+    assert verify(path).ok
+
+
+# ------------------------------------------------------------------------------------- find
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_find_returns_the_stored_decision_record_or_none(tmp_path, kind):
+    path = log_path(tmp_path, kind)
+    records = filled(path, 4)
+    with open_audit(path) as log:
+        event = log.append_event("state_correction", CORRECTION)
+        assert log.find("d3") == records[2]
+        assert log.find("d1") == records[0]  # first record: no neighbour before it
+        assert log.find("d4") == records[3]
+        assert log.find("nope") is None
+        assert log.find("") is None
+    with open_audit(path, mode="read") as log:
+        assert log.find("d2") == records[1] and log.find("d2")["hash"] == records[1]["hash"]
+    assert event["sequence"] == 5
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("tampering", ["content-changed", "rehashed-forgery"])
+def test_find_refuses_a_record_that_does_not_fit_its_chain(tmp_path, kind, tampering):
+    path = log_path(tmp_path, kind)
+    filled(path, 5)
+    if kind == "sqlite":
+        conn = sqlite3.connect(path, isolation_level=None)
+        if tampering == "rehashed-forgery":
+            _rewrite_body_and_hash(conn, 3)
+        else:
+            conn.execute("UPDATE audit_records SET body = replace(body, '\"AAPL\"', '\"AAPX\"') WHERE sequence = 3")
+        conn.close()
+    elif tampering == "rehashed-forgery":
+        _jsonl_edit(lambda rs: [*rs[:2], _rehash(rs[2], decision="approve"), *rs[3:]])(path)
+    else:
+        _lines(lambda ls: [*ls[:2], ls[2].replace('"AAPL"', '"AAPX"'), *ls[3:]])(path)
+    problem = {
+        "content-changed": "record #3: the hash does not match the record's content (the record was changed)",
+        "rehashed-forgery": "record #4 does not link to record #3",
+    }[tampering]
+    with open_audit(path, mode="read") as log, pytest.raises(AuditError) as caught:
+        log.find("d3")
+    assert str(caught.value) == (
+        f"{path}: the record of decision `d3` fails the chain check: {problem}: run `protect audit verify`"
+    )
+
+
+def test_jsonl_find_refuses_a_decision_id_recorded_twice(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    filled(path, 2)
+    with open_audit(path) as log:
+        log.append([make_record("d1")])
+        with pytest.raises(AuditError, match=r"decision `d1` is recorded twice \(lines 1 and 3\)"):
+            log.find("d1")
+        assert log.find("d2")["sequence"] == 2
+
+
+# ------------------------------------------------------------------------------------ layout
+
+
+def test_the_audit_modules_import_no_private_names_from_each_other():
+    """Issue 7, structure: what the sinks share has public names."""
+    package = Path(__file__).resolve().parent.parent / "protection_rules"
+    private = []
+    for module in [*sorted((package / "audit").glob("*.py")), package / "cli" / "audit.py"]:
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                private += [f"{module.name}: {alias.name}" for alias in node.names if alias.name.startswith("_")]
+    assert private == []
+
+
 # ------------------------------------------------------------------------------- concurrency
 
 
@@ -687,15 +1291,24 @@ QUERIES = [
 
 @pytest.mark.parametrize("filters, expected", QUERIES, ids=[json.dumps(q[0]) for q in QUERIES])
 def test_query_filters(query_log, filters, expected):
-    records = list(query_log.query(**filters))
+    records = list(query_log.query(RecordFilter(**filters)))
     assert [r["decision_id"] for r in records] == expected.split()
     assert all("hash" in r and "request" in r for r in records)  # full records
 
 
-@pytest.mark.parametrize("filters", [{"decision": "maybe"}, {"since": "yesterday"}, {"until": "2026-13-01"}])
-def test_query_refuses_bad_filter_values(query_log, filters):
-    with pytest.raises(ValueError):
-        list(query_log.query(**filters))
+@pytest.mark.parametrize(
+    "filters, message",
+    [
+        ({"decision": "maybe"}, "decision filter must be `approve` or `deny`, got `maybe`"),
+        ({"kind": "note"}, "kind filter must be one of `decision`, `rollback`, `state_correction`, got `note`"),
+        ({"since": "yesterday"}, "`yesterday` is not an ISO-8601 timestamp"),
+        ({"until": "2026-13-01"}, "2026-13-01"),
+    ],
+)
+def test_a_filter_refuses_values_that_cannot_match(filters, message):
+    with pytest.raises(ValueError) as caught:
+        RecordFilter(**filters)
+    assert message in str(caught.value)
 
 
 def _day(day, count, approved, overrides, denials, p50, p99):
@@ -745,14 +1358,14 @@ def test_stats_by_hand(query_log):
 
 
 def test_stats_take_the_query_filters(query_log):
-    stats = query_log.stats(asset="AAPL", since="2026-03-10T12:00:00Z")
+    stats = query_log.stats(RecordFilter(asset="AAPL", since="2026-03-10T12:00:00Z"))
     assert (stats["count"], stats["approved"], stats["denials_by_protection"]) == (
         2,
         0,
         {"holding_period": 1, "core_asset_immunity": 1},
     )
     assert [day["day"] for day in stats["per_day"]] == ["2026-03-10", "2026-03-12"]
-    empty = query_log.stats(asset="TSLA")
+    empty = query_log.stats(RecordFilter(asset="TSLA"))
     assert empty == {
         "count": 0, "approved": 0, "denied": 0, "approval_rate": None, "overrides": 0, "override_rate": None,
         "denials_by_protection": {}, "decision_time_ms": {"p50": None, "p99": None}, "per_day": [],
@@ -780,8 +1393,10 @@ def test_cli_verify_exit_codes_and_messages(tmp_path, kind):
         "count": 4,
         "first_bad": None,
         "decision_id": None,
+        "kind": None,
         "problem": "",
         "head": records[-1]["hash"],
+        "torn_tail": None,
     }
     if kind == "sqlite":
         conn = sqlite3.connect(path, isolation_level=None)
@@ -840,7 +1455,8 @@ def test_cli_query_text_table(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0].split() == [
         "#",
-        "evaluated_at",
+        "kind",
+        "at",
         "asset",
         "action",
         "decision",
@@ -848,9 +1464,23 @@ def test_cli_query_text_table(tmp_path):
         "by",
         "policy",
         "ms",
-        "decision_id",
+        "id",
+        "or",
+        "note",
     ]
-    assert lines[1].split() == ["2", "2026-03-12T07:00:00Z", "AAPL", "close", "approve", "-", "default", "1.0.0", "1.25", "d2"]
+    assert lines[1].split() == [
+        "2",
+        "decision",
+        "2026-03-12T07:00:00Z",
+        "AAPL",
+        "close",
+        "approve",
+        "-",
+        "default",
+        "1.0.0",
+        "1.25",
+        "d2",
+    ]
     assert len(lines) == 2
 
 
@@ -860,7 +1490,7 @@ def test_cli_stats_json_matches_the_library_and_text_reads(tmp_path):
     result = run("stats", "--audit", str(path), "--format", "json", "--decision", "deny")
     assert result.exit_code == 0
     with open_audit(path, mode="read") as log:
-        assert json.loads(result.stdout) == log.stats(decision="deny")
+        assert json.loads(result.stdout) == log.stats(RecordFilter(decision="deny"))
     assert json.loads(result.stdout)["count"] == 3
     text = run("stats", "--audit", str(path)).stdout
     assert text.splitlines()[:3] == [

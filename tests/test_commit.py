@@ -126,7 +126,7 @@ def test_cli_commit_refuses_a_forged_decision_with_exit_3(tmp_path):
     request = tmp_path / "r.json"
     request.write_text(json.dumps(FAILING))
     runner = CliRunner()
-    printed = runner.invoke(cli, ["evaluate", "--format", "json", str(request)], env=env).output
+    printed = runner.invoke(cli, ["evaluate", "--no-state", "--format", "json", str(request)], env=env).stdout
     real, forged = tmp_path / "real.json", tmp_path / "forged.json"
     real.write_text(printed)
     document = json.loads(printed)

@@ -406,7 +406,7 @@ def test_cli_refuses_a_future_record_and_corrects_a_mistake(tmp_path):
         e["type"] for e in map(json.loads, runner.invoke(cli, ["state", "events", "list", "QQQ"], env=env).output.splitlines())
     ] == ["open"]
     query = runner.invoke(cli, ["audit", "query", "--kind", "state_correction", "--format", "jsonl"], env=env)
-    (record,) = [json.loads(line) for line in query.output.splitlines()]
+    (record,) = [json.loads(line) for line in query.stdout.splitlines()]
     assert record["detail"]["at"] == "2999-12-31T00:00:00Z" and record["reason"] == "wrong year"
 
 

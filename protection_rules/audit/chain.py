@@ -1,5 +1,5 @@
-"""The hash chain both backends share: canonical JSON, record hashes, checking and sealing a
-batch onto the chain, and verifying a stored chain row by row.
+"""The hash chain both backends share: record kinds, canonical JSON, record hashes, checking and
+sealing a batch onto the chain, and checking a stored chain -- all of it or just its end.
 
 The fields each record carries, the stamps the sink adds and what a chain cannot detect are
 described in the package docstring (`protection_rules.audit`)."""
@@ -17,9 +17,16 @@ from ..timestamps import MICROS_PER_SECOND, format_instant, parse_instant
 
 GENESIS_HASH = "0" * 64
 
+# Every record has a `kind`; a record without one (logs written before kinds existed) is a decision.
+KINDS = ("decision", "rollback", "state_correction")
+# What callers may append with `append_event`; rollback records are written by the sink itself.
+EVENT_KINDS = ("state_correction",)
+EVENT_FIELDS = {"state_correction": ("asset", "action", "detail", "reason", "at")}
+
 # What the engine passes in, one dict per decision; the sink adds sequence, recorded_at,
-# prev_hash and hash (a record that carries those has them replaced).
+# prev_hash, batch and hash (a record that carries those has them replaced).
 RECORD_FIELDS = (
+    "kind",
     "decision_id",
     "trace_id",
     "evaluated_at",
@@ -36,34 +43,48 @@ RECORD_FIELDS = (
     "decision_record",
     "decision_time_ms",
 )
-SINK_FIELDS = ("sequence", "recorded_at", "prev_hash", "hash")
+SINK_FIELDS = ("sequence", "recorded_at", "prev_hash", "batch", "hash")
 
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
     """The outcome of checking a log's chain.
 
-    `count` is the number of records in the log; `first_bad` the sequence number of the first
-    record that fails (None when `ok`, or when the damage has no record to name); `head` the
-    hash of the last record (None for an empty log): keep it elsewhere to detect truncation.
+    `count` is the number of records in the log (all kinds); `first_bad` the sequence number of
+    the first record that fails (None when `ok`, or when the damage has no record to name), with
+    its `decision_id` or, for other records, its `kind`; `head` the hash of the last record (None
+    for an empty log): keep it elsewhere to detect truncation. `torn_tail` describes the debris of
+    an interrupted append that a read-only open left out of the log (see `JsonlAuditLog`).
     """
 
     ok: bool
     count: int
     first_bad: int | None = None
     decision_id: str | None = None
+    kind: str | None = None
     problem: str = ""
     head: str | None = None
+    torn_tail: dict[str, Any] | None = None
 
     def describe(self) -> str:
         if self.ok:
-            return f"{self.count} record(s), chain valid"
+            return f"{self.count} record(s), chain valid{_torn_note(self.torn_tail)}"
         if self.first_bad is None:
             return self.problem
-        return f"record #{self.first_bad} (decision {self.decision_id or 'unknown'}): {self.problem}"
+        what = f"decision {self.decision_id}" if self.decision_id else (f"{self.kind} record" if self.kind else "unknown")
+        return f"record #{self.first_bad} ({what}): {self.problem}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _torn_note(torn: Mapping[str, Any] | None) -> str:
+    if not torn:
+        return ""
+    return (
+        f"; left out an interrupted append at the end ({torn['records']} record(s) in {torn['lines']} line(s), "
+        f"{torn['bytes']} bytes, from #{torn['first_sequence']}): the next append rolls it back"
+    )
 
 
 def canonical_json(value: Any) -> str:
@@ -71,61 +92,54 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def sha256_hex(data: str | bytes) -> str:
+    return hashlib.sha256(data.encode("utf-8") if isinstance(data, str) else data).hexdigest()
+
+
 def record_hash(record: Mapping[str, Any]) -> str:
     """sha256 (hex) of the canonical JSON of `record` without its `hash` key."""
-    body = canonical_json({key: value for key, value in record.items() if key != "hash"})
-    return _sha256(body)
+    return sha256_hex(canonical_json({key: value for key, value in record.items() if key != "hash"}))
+
+
+def record_kind(record: Mapping[str, Any]) -> Any:
+    """The record's kind: `decision` when it has none (logs written before kinds existed)."""
+    return record.get("kind", "decision")
+
+
+def record_instant(record: Mapping[str, Any]) -> int | None:
+    """What time filters compare, in epoch µs: a decision's `evaluated_at`, another record's `at`."""
+    text = record.get("evaluated_at") if record_kind(record) == "decision" else record.get("at")
+    if text is None:
+        return None
+    try:
+        return parse_instant(text)
+    except ValueError:
+        return None
+
+
+# ----------------------------------------------------------------------------------- writing
 
 
 @dataclass(frozen=True, slots=True)
-class _Sealed:
+class Sealed:
+    """A record stamped onto the chain: `body` is its canonical JSON without `hash` (what is hashed)."""
+
     sequence: int
     record: dict[str, Any]
-    body: str  # canonical JSON without `hash` (hashed; the SQLite body column)
+    body: str
     hash: str
 
     @property
+    def stored(self) -> dict[str, Any]:
+        return {**self.record, "hash": self.hash}
+
+    @property
     def line(self) -> str:
-        return canonical_json({**self.record, "hash": self.hash}) + "\n"
+        return canonical_json(self.stored) + "\n"
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    """One stored record as `verify` sees it; `problem` is what is wrong with it on its own."""
-
-    sequence: int
-    decision_id: str | None
-    hash: str | None
-    prev_hash: str | None
-    problem: str | None
-
-
-def _verify_rows(entries: Iterable[_Entry]) -> VerifyResult:
-    count = 0
-    bad: tuple[int | None, str | None, str] | None = None
-    prev_hash = GENESIS_HASH
-    head = None
-    for entry in entries:
-        count += 1
-        if bad is None:
-            problem = entry.problem
-            if problem is None and entry.sequence != count:
-                after = f"#{count - 1}" if count > 1 else "the start of the log"
-                problem = f"expected #{count} after {after}, found #{entry.sequence}: records deleted or reordered"
-            if problem is None and entry.prev_hash != prev_hash:
-                before = f"record #{count - 1}" if count > 1 else "the start of the chain"
-                problem = f"prev_hash does not match {before} (a record before it was changed, removed or reordered)"
-            if problem is not None:
-                bad = (entry.sequence, entry.decision_id, problem)
-        prev_hash = entry.hash or ""
-        head = entry.hash
-    if bad is None:
-        return VerifyResult(ok=True, count=count, head=head)
-    return VerifyResult(ok=False, count=count, first_bad=bad[0], decision_id=bad[1], problem=bad[2], head=head)
-
-
-def _checked_batch(records: Sequence[Mapping[str, Any]], path: str) -> list[Mapping[str, Any]]:
-    """Check each record's shape before taking any lock; the sink's own fields are replaced."""
+def check_batch(records: Sequence[Mapping[str, Any]], path: str) -> list[Mapping[str, Any]]:
+    """Check each decision record's shape before taking any lock; the sink's own fields are replaced."""
     if isinstance(records, Mapping):
         raise AuditError(f"{path}: append takes a sequence of records, not one record")
     batch = list(records)
@@ -136,6 +150,10 @@ def _checked_batch(records: Sequence[Mapping[str, Any]], path: str) -> list[Mapp
         missing = [key for key in RECORD_FIELDS if key not in record]
         if missing:
             raise AuditError(f"{where}: missing {', '.join(f'`{key}`' for key in missing)}")
+        if record["kind"] != "decision":
+            raise AuditError(
+                f"{where}: `kind` must be `decision` (other records go through append_event), got `{record['kind']}`"
+            )
         if not isinstance(record["decision_id"], str) or not record["decision_id"]:
             raise AuditError(f"{where}: `decision_id` must be a non-empty string")
         if record["decision"] not in ("approve", "deny"):
@@ -148,37 +166,123 @@ def _checked_batch(records: Sequence[Mapping[str, Any]], path: str) -> list[Mapp
         if not isinstance(policy, Mapping) or not {"name", "version", "sha256"} <= set(policy):
             raise AuditError(f"{where}: `policy` must hold `name`, `version` and `sha256`")
         if record["evaluated_at"] is not None:
-            try:
-                parse_instant(record["evaluated_at"])
-            except ValueError as exc:
-                raise AuditError(f"{where}: `evaluated_at`: {exc}") from None
+            _check_instant(record["evaluated_at"], f"{where}: `evaluated_at`")
     return batch
 
 
-def _seal(batch: list[Mapping[str, Any]], sequence: int, prev_hash: str, recorded_at: str, path: str) -> list[_Sealed]:
+def check_event(kind: str, fields: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """A record of another kind than decision, checked; the sink's own fields are replaced."""
+    if kind not in EVENT_KINDS:
+        kinds = ", ".join(f"`{name}`" for name in EVENT_KINDS)
+        raise AuditError(f"{path}: an event's kind must be one of {kinds}, got `{kind}`")
+    where = f"{path}: {kind} record"
+    if not isinstance(fields, Mapping):
+        raise AuditError(f"{where}: the fields must be a mapping")
+    if "kind" in fields:
+        raise AuditError(f"{where}: `kind` is given as the first argument, not among the fields")
+    missing = [key for key in EVENT_FIELDS[kind] if key not in fields]
+    if missing:
+        raise AuditError(f"{where}: missing {', '.join(f'`{key}`' for key in missing)}")
+    for key in ("asset", "action", "reason"):
+        if not isinstance(fields[key], str) or not fields[key].strip():
+            raise AuditError(f"{where}: `{key}` must be a non-empty string")
+    _check_instant(fields["at"], f"{where}: `at`")
+    return {"kind": kind, **fields}
+
+
+def _check_instant(value: Any, where: str) -> None:
+    try:
+        parse_instant(value)
+    except ValueError as exc:
+        raise AuditError(f"{where}: {exc}") from None
+
+
+def seal(batch: Sequence[Mapping[str, Any]], sequence: int, prev_hash: str, recorded_at: str, path: str) -> list[Sealed]:
+    """Stamp the batch onto the chain after record #`sequence` (hash `prev_hash`): each record gets
+    its sequence, `recorded_at`, `prev_hash` and `batch` = {"first", "size"} (how a reader finds
+    batch boundaries). Raises AuditError, writing nothing, if a record is not JSON."""
+    stamp = {"first": sequence + 1, "size": len(batch)}
     sealed = []
     for index, record in enumerate(batch, start=1):
         sequence += 1
         full = {key: value for key, value in record.items() if key not in SINK_FIELDS}
-        full.update(sequence=sequence, recorded_at=recorded_at, prev_hash=prev_hash)
+        full.update(sequence=sequence, recorded_at=recorded_at, prev_hash=prev_hash, batch=dict(stamp))
         try:
             body = canonical_json(full)
-            prev_hash = _sha256(body)  # UTF-8 encoding fails on a lone surrogate: a ValueError too
+            prev_hash = sha256_hex(body)  # UTF-8 encoding fails on a lone surrogate: a ValueError too
         except (TypeError, ValueError) as exc:
+            name = f"decision `{record['decision_id']}`" if "decision_id" in record else f"a {record_kind(record)} record"
             raise AuditError(
-                f"{path}: record {index} of {len(batch)} (decision `{record['decision_id']}`) is not valid JSON: {exc}; "
-                "nothing of this batch was written"
+                f"{path}: record {index} of {len(batch)} ({name}) is not valid JSON: {exc}; nothing of this batch was written"
             ) from None
-        sealed.append(_Sealed(sequence, full, body, prev_hash))
+        sealed.append(Sealed(sequence, full, body, prev_hash))
     return sealed
 
 
-def _now(clock: Callable[[], float], path: str) -> str:
+def now_iso(clock: Callable[[], float], path: str) -> str:
+    """The injected clock's time as an ISO UTC instant; AuditError if the clock is unusable."""
     try:
         return format_instant(round(clock() * MICROS_PER_SECOND))
     except (TypeError, ValueError, OverflowError) as exc:
         raise AuditError(f"{path}: the clock returned an unusable time: {exc}") from None
 
 
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+# ---------------------------------------------------------------------------------- checking
+
+
+@dataclass(frozen=True, slots=True)
+class ChainEntry:
+    """One stored record as the chain checks see it; `problem` is what is wrong with it on its
+    own (content not matching its hash, a missing sequence...), as the backend found it."""
+
+    sequence: int
+    decision_id: str | None
+    kind: str | None
+    hash: str | None
+    prev_hash: str | None
+    problem: str | None
+
+
+def verify_entries(entries: Iterable[ChainEntry]) -> VerifyResult:
+    """Check a whole chain from its first record: contiguous sequence, each link, each record."""
+    count = 0
+    bad: ChainEntry | None = None
+    problem = ""
+    prev_hash = GENESIS_HASH
+    head = None
+    for entry in entries:
+        count += 1
+        if bad is None:
+            found = entry.problem
+            if found is None and entry.sequence != count:
+                after = f"#{count - 1}" if count > 1 else "the start of the log"
+                found = f"expected #{count} after {after}, found #{entry.sequence}: records deleted or reordered"
+            if found is None and entry.prev_hash != prev_hash:
+                before = f"record #{count - 1}" if count > 1 else "the start of the chain"
+                found = f"prev_hash does not match {before} (a record before it was changed, removed or reordered)"
+            if found is not None:
+                bad, problem = entry, found
+        prev_hash = entry.hash or ""
+        head = entry.hash
+    if bad is None:
+        return VerifyResult(ok=True, count=count, head=head)
+    return VerifyResult(
+        ok=False, count=count, first_bad=bad.sequence, decision_id=bad.decision_id, kind=bad.kind, problem=problem, head=head
+    )
+
+
+def link_problem(before: ChainEntry | None, entry: ChainEntry, after: ChainEntry | None = None) -> str | None:
+    """What is wrong with `entry` and its links to its neighbours (`before` None: it must be #1).
+
+    This is what an append checks of the record it chains onto, and what `find` checks of the
+    record it returns: O(1), unlike `verify`, which re-hashes the whole log."""
+    if entry.problem is not None:
+        return f"record #{entry.sequence}: {entry.problem}"
+    expected = (before.sequence + 1, before.hash) if before is not None else (1, GENESIS_HASH)
+    if entry.sequence != expected[0]:
+        return f"record #{entry.sequence} follows {f'#{before.sequence}' if before else 'the start of the log'}: records deleted or reordered"
+    if entry.prev_hash != expected[1]:
+        return f"record #{entry.sequence}: prev_hash does not match the record before it"
+    if after is not None and (after.sequence != entry.sequence + 1 or after.prev_hash != entry.hash):
+        return f"record #{after.sequence} does not link to record #{entry.sequence}"
+    return None

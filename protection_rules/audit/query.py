@@ -1,80 +1,56 @@
-"""The query side shared by both backends: the record filter (as SQL for SQLite, as a predicate
-for JSON Lines) and the stats summary over the filtered records."""
+"""The query side shared by both backends: the record filter (`RecordFilter`, a predicate here;
+SQLite turns it into SQL) and the stats summary over the filtered decision records."""
 
 from __future__ import annotations
 
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..timestamps import format_instant, parse_instant
+from .chain import KINDS, record_instant, record_kind
+
+# (decision, blocking_systems, override_applied, decision_time_ms, instant in µs)
+StatsRow = tuple[Any, list[str], bool, Any, int | None]
 
 
 @dataclass(frozen=True, slots=True)
-class _Filter:
-    """Every given filter must hold. `since`/`until` are ISO timestamps compared with
-    `evaluated_at` as the half-open range [since, until); a record without `evaluated_at` never
-    matches a time filter. `blocking_system` matches a record listing that protection."""
+class RecordFilter:
+    """Which records `query` and `stats` return: every given condition must hold.
 
+    `kind` is a record kind (`KINDS`); `decision` is `approve` or `deny` (records of other kinds
+    have none, so never match it); `blocking_system` matches a decision listing that protection.
+    `since`/`until` are ISO timestamps bounding the half-open range [since, until) of a record's
+    instant (`record_instant`: a decision's `evaluated_at`, another record's `at`); a record
+    without one never matches a time filter. Raises ValueError for a value that cannot match.
+    """
+
+    kind: str | None = None
     asset: str | None = None
     decision: str | None = None
     blocking_system: str | None = None
     policy_version: str | None = None
-    since: int | None = None
-    until: int | None = None
+    since: str | None = None
+    until: str | None = None
     trace_id: str | None = None
+    since_us: int | None = field(init=False, default=None, repr=False, compare=False)
+    until_us: int | None = field(init=False, default=None, repr=False, compare=False)
 
-    @classmethod
-    def build(
-        cls,
-        asset: str | None = None,
-        decision: str | None = None,
-        blocking_system: str | None = None,
-        policy_version: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        trace_id: str | None = None,
-    ) -> _Filter:
-        if decision not in (None, "approve", "deny"):
-            raise ValueError(f"decision filter must be `approve` or `deny`, got `{decision}`")
-        return cls(
-            asset,
-            decision,
-            blocking_system,
-            policy_version,
-            None if since is None else parse_instant(since),
-            None if until is None else parse_instant(until),
-            trace_id,
-        )
-
-    def sql(self) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("asset", self.asset),
-            ("decision", self.decision),
-            ("policy_version", self.policy_version),
-            ("trace_id", self.trace_id),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        if self.blocking_system is not None:
-            clauses.append("EXISTS (SELECT 1 FROM json_each(audit_records.blocking_systems) WHERE value = ?)")
-            params.append(self.blocking_system)
-        if self.since is not None:
-            clauses.append("evaluated_us >= ?")
-            params.append(self.since)
-        if self.until is not None:
-            clauses.append("evaluated_us < ?")
-            params.append(self.until)
-        return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+    def __post_init__(self) -> None:
+        if self.kind not in (None, *KINDS):
+            raise ValueError(f"kind filter must be one of {', '.join(f'`{k}`' for k in KINDS)}, got `{self.kind}`")
+        if self.decision not in (None, "approve", "deny"):
+            raise ValueError(f"decision filter must be `approve` or `deny`, got `{self.decision}`")
+        for name in ("since", "until"):
+            text = getattr(self, name)
+            object.__setattr__(self, f"{name}_us", None if text is None else parse_instant(text))
 
     def matches(self, record: Mapping[str, Any]) -> bool:
         policy = record.get("policy") if isinstance(record.get("policy"), Mapping) else {}
         for want, have in (
+            (self.kind, record_kind(record)),
             (self.asset, record.get("asset")),
             (self.decision, record.get("decision")),
             (self.policy_version, policy.get("version")),
@@ -84,11 +60,24 @@ class _Filter:
                 return False
         if self.blocking_system is not None and self.blocking_system not in (record.get("blocking_systems") or ()):
             return False
-        if self.since is not None or self.until is not None:
-            at = _micros(record.get("evaluated_at"))
-            if at is None or (self.since is not None and at < self.since) or (self.until is not None and at >= self.until):
+        if self.since_us is not None or self.until_us is not None:
+            at = record_instant(record)
+            if (
+                at is None
+                or (self.since_us is not None and at < self.since_us)
+                or (self.until_us is not None and at >= self.until_us)
+            ):
                 return False
         return True
+
+    def decisions_only(self) -> RecordFilter:
+        """This filter narrowed to decisions (what `stats` counts); ValueError for another kind."""
+        if self.kind not in (None, "decision"):
+            raise ValueError(f"stats count decisions only, not `{self.kind}` records")
+        return replace(self, kind="decision")
+
+
+ALL_RECORDS = RecordFilter()
 
 
 def _nearest_rank(ordered: list[float], percent: float) -> float | None:
@@ -131,7 +120,18 @@ class _Tally:
         }
 
 
-def _summarise(rows: Iterable[tuple[str, list[str], bool, float | None, int | None]]) -> dict[str, Any]:
+def stats_row(record: Mapping[str, Any]) -> StatsRow:
+    """The fields of a decision record that `summarise` counts."""
+    return (
+        record.get("decision"),
+        list(record.get("blocking_systems") or ()),
+        bool(record.get("override_applied")),
+        record.get("decision_time_ms"),
+        record_instant(record),
+    )
+
+
+def summarise(rows: Iterable[StatsRow]) -> dict[str, Any]:
     """Stats over (decision, blocking_systems, override_applied, decision_time_ms, evaluated_us).
 
     Rates are fractions of all decisions (override_rate: decisions approved by an override);
@@ -146,12 +146,3 @@ def _summarise(rows: Iterable[tuple[str, list[str], bool, float | None, int | No
             tally.add(decision, blocking, override, time_ms)
     days = sorted(per_day, key=lambda day: (day is None, day or ""))
     return {**total.summary(), "per_day": [{"day": day, **per_day[day].summary()} for day in days]}
-
-
-def _micros(text: Any) -> int | None:
-    if text is None:
-        return None
-    try:
-        return parse_instant(text)
-    except ValueError:
-        return None

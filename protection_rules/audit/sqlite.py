@@ -13,21 +13,53 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AuditError
-from .base import DEFAULT_TIMEOUT, LogFile, Mode, _make_parent
+from .base import DEFAULT_TIMEOUT, LogFile, Mode, make_parent
 from .chain import (
     GENESIS_HASH,
+    ChainEntry,
     VerifyResult,
-    _checked_batch,
-    _Entry,
-    _now,
-    _seal,
-    _sha256,
-    _verify_rows,
     canonical_json,
+    link_problem,
+    now_iso,
+    record_instant,
+    record_kind,
+    seal,
+    sha256_hex,
+    verify_entries,
 )
-from .query import _Filter, _micros, _summarise
+from .query import ALL_RECORDS, RecordFilter, summarise
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# The indexed copies of body fields in a version 1 table (decisions only).
+_V1_COLUMNS = (
+    "decision_id",
+    "trace_id",
+    "evaluated_at",
+    "evaluated_us",
+    "asset",
+    "action",
+    "decision",
+    "blocking_systems",
+    "override_applied",
+    "policy_name",
+    "policy_version",
+    "policy_sha256",
+    "decision_time_ms",
+    "recorded_at",
+    "prev_hash",
+)
+# Version 2 adds `kind`; `evaluated_us` holds the record's instant (`record_instant`: a decision's
+# evaluated_at, another record's at), which time filters compare. `verify` recomputes every
+# column from the body.
+_COLUMNS = ("kind", *_V1_COLUMNS)
+_INDEXES = (
+    "CREATE INDEX audit_records_asset ON audit_records (asset, evaluated_us)",
+    "CREATE INDEX audit_records_decision ON audit_records (decision)",
+    "CREATE INDEX audit_records_evaluated ON audit_records (evaluated_us)",
+    "CREATE INDEX audit_records_policy_version ON audit_records (policy_version)",
+    "CREATE INDEX audit_records_trace ON audit_records (trace_id)",
+)
 
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -51,33 +83,44 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             hash TEXT NOT NULL,
             body TEXT NOT NULL
         )""",
-        "CREATE INDEX audit_records_asset ON audit_records (asset, evaluated_us)",
-        "CREATE INDEX audit_records_decision ON audit_records (decision)",
-        "CREATE INDEX audit_records_evaluated ON audit_records (evaluated_us)",
-        "CREATE INDEX audit_records_policy_version ON audit_records (policy_version)",
-        "CREATE INDEX audit_records_trace ON audit_records (trace_id)",
+        *_INDEXES,
+    ),
+    # Records of other kinds: the table is rebuilt (SQLite cannot drop a NOT NULL) with `kind`
+    # and the decision-only columns nullable; a decision still needs them, and its id stays
+    # UNIQUE (NULL ids of other records do not collide). Bodies and hashes are copied unchanged.
+    2: (
+        """CREATE TABLE audit_records_v2 (
+            sequence INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            decision_id TEXT UNIQUE,
+            trace_id TEXT,
+            evaluated_at TEXT,
+            evaluated_us INTEGER,
+            asset TEXT,
+            action TEXT,
+            decision TEXT,
+            blocking_systems TEXT,
+            override_applied INTEGER,
+            policy_name TEXT,
+            policy_version TEXT,
+            policy_sha256 TEXT,
+            decision_time_ms REAL,
+            recorded_at TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            body TEXT NOT NULL,
+            CHECK (kind <> 'decision' OR (decision_id IS NOT NULL AND decision IS NOT NULL
+                   AND blocking_systems IS NOT NULL AND override_applied IS NOT NULL))
+        )""",
+        f"""INSERT INTO audit_records_v2 (sequence, kind, {", ".join(_V1_COLUMNS)}, hash, body)
+            SELECT sequence, 'decision', {", ".join(_V1_COLUMNS)}, hash, body FROM audit_records""",
+        "DROP TABLE audit_records",
+        "ALTER TABLE audit_records_v2 RENAME TO audit_records",
+        *_INDEXES,
+        "CREATE INDEX audit_records_kind ON audit_records (kind)",
     ),
 }
 _TABLES = {"schema_version", "audit_records"}
-
-# The indexed copies of body fields, in table order; `verify` recomputes them from the body.
-_COLUMNS = (
-    "decision_id",
-    "trace_id",
-    "evaluated_at",
-    "evaluated_us",
-    "asset",
-    "action",
-    "decision",
-    "blocking_systems",
-    "override_applied",
-    "policy_name",
-    "policy_version",
-    "policy_sha256",
-    "decision_time_ms",
-    "recorded_at",
-    "prev_hash",
-)
 _INSERT = (
     f"INSERT INTO audit_records (sequence, {', '.join(_COLUMNS)}, hash, body) VALUES ({', '.join('?' * (len(_COLUMNS) + 3))})"
 )
@@ -85,7 +128,11 @@ _STATS_COLUMNS = "decision, blocking_systems, override_applied, decision_time_ms
 
 
 class SqliteAuditLog(LogFile):
-    """The default sink: an embedded SQLite audit log (see the package docstring)."""
+    """The default sink: an embedded SQLite audit log (see the package docstring).
+
+    Opening for appending migrates an older schema in place; a read-only open reads version 1
+    files as they are (every record a decision) and never writes.
+    """
 
     def __init__(
         self,
@@ -103,8 +150,9 @@ class SqliteAuditLog(LogFile):
         self._timeout = timeout
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._columns, self._kind = _COLUMNS, "kind"
         if mode == "append":
-            _make_parent(self.path)
+            make_parent(self.path)
         elif not os.path.lexists(self.path):
             raise AuditError(f"{self.path}: no such audit log")
         try:
@@ -125,10 +173,7 @@ class SqliteAuditLog(LogFile):
 
     # -- writing
 
-    def append(self, records: Sequence[Mapping[str, Any]]) -> None:
-        batch = _checked_batch(records, self.path)
-        if not batch:
-            return
+    def _append(self, batch: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         with self._lock:
             conn = self._writer()
             try:
@@ -136,9 +181,8 @@ class SqliteAuditLog(LogFile):
             except sqlite3.Error as exc:
                 raise self._error(exc, "write the audit log") from exc
             try:
-                last = conn.execute("SELECT sequence, hash FROM audit_records ORDER BY sequence DESC LIMIT 1").fetchone()
-                sequence, prev_hash = last if last else (0, GENESIS_HASH)
-                sealed = _seal(batch, sequence, prev_hash, _now(self._clock, self.path), self.path)
+                sequence, prev_hash = self._chain_end(conn)
+                sealed = seal(batch, sequence, prev_hash, now_iso(self._clock, self.path), self.path)
                 conn.executemany(_INSERT, [(s.sequence, *_columns(s.record), s.hash, s.body) for s in sealed])
                 conn.execute("COMMIT")
             except BaseException as exc:
@@ -149,41 +193,84 @@ class SqliteAuditLog(LogFile):
                 if isinstance(exc, sqlite3.Error):
                     raise self._error(exc, "write the audit log") from exc
                 raise
+        return [s.stored for s in sealed]
+
+    def _chain_end(self, conn: sqlite3.Connection) -> tuple[int, str]:
+        """The sequence and hash the next record chains onto, once the last record has been
+        checked against its content and the record before it."""
+        row = conn.execute(f"{self._select_entries()} ORDER BY sequence DESC LIMIT 1").fetchone()
+        if row is None:
+            return 0, GENESIS_HASH
+        (last,) = _entries([row], self._columns)
+        # Only the last record's own hash is checked: the one before it only has to be linked to.
+        near = conn.execute(
+            "SELECT sequence, hash FROM audit_records WHERE sequence < ? ORDER BY sequence DESC LIMIT 1", (row[0],)
+        )
+        before = next((ChainEntry(sequence, None, None, hash, None, None) for sequence, hash in near), None)
+        broken = link_problem(before, last)
+        if broken:
+            raise AuditError(
+                f"{self.path}: the audit chain is broken at its end: {broken}: nothing was appended: run `protect audit verify`"
+            )
+        return last.sequence, last.hash or ""
 
     # -- reading
 
     def records(self) -> Iterator[dict[str, Any]]:
-        """Every record, in sequence order."""
-        return self._select("body, hash, sequence", "", [], lambda row: _load(row[0], row[1], row[2], self.path))
+        """Every record, all kinds, in sequence order."""
+        return self.query()
 
-    def query(
-        self,
-        *,
-        asset: str | None = None,
-        decision: str | None = None,
-        blocking_system: str | None = None,
-        policy_version: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        trace_id: str | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        """The records that match every given filter (see `_Filter`), in sequence order."""
-        where, params = _Filter.build(asset, decision, blocking_system, policy_version, since, until, trace_id).sql()
-        return self._select("body, hash, sequence", where, params, lambda row: _load(row[0], row[1], row[2], self.path))
+    def query(self, where: RecordFilter = ALL_RECORDS) -> Iterator[dict[str, Any]]:
+        """The records that match `where`, in sequence order."""
+        clause, params = _where(where, self._kind)
+        return self._select("body, hash, sequence", clause, params, lambda row: _load(row[0], row[1], row[2], self.path))
 
-    def stats(self, **filters: Any) -> dict[str, Any]:
-        """Counts, rates, denials per protection, p50/p99 decision time, overall and per day."""
-        where, params = _Filter.build(**filters).sql()
-        rows = self._select(_STATS_COLUMNS, where, params, lambda row: (row[0], _json_list(row[1]), bool(row[2]), row[3], row[4]))
-        return _summarise(rows)
+    def stats(self, where: RecordFilter = ALL_RECORDS) -> dict[str, Any]:
+        """Counts, rates, denials per protection, p50/p99 decision time, overall and per day, of
+        the decisions that match `where` (records of other kinds are not decisions)."""
+        clause, params = _where(where.decisions_only(), self._kind)
+        rows = self._select(
+            _STATS_COLUMNS, clause, params, lambda row: (row[0], _json_list(row[1]), bool(row[2]), row[3], row[4])
+        )
+        return summarise(rows)
+
+    def find(self, decision_id: str) -> dict[str, Any] | None:
+        """The decision record with this id, or None (by the unique index on decision_id).
+        Raises AuditError if it does not link to its neighbours in the chain."""
+
+        def lookup(conn: sqlite3.Connection) -> tuple[Any, list[Any]] | None:
+            row = conn.execute(f"{self._select_entries()} WHERE decision_id = ?", (decision_id,)).fetchone()
+            if row is None:
+                return None
+            near = conn.execute(f"{self._select_entries()} WHERE sequence IN (?, ?) ORDER BY sequence", (row[0] - 1, row[0] + 1))
+            return row, near.fetchall()
+
+        found = self._read(lookup)
+        if found is None:
+            return None
+        row, near = found
+        entry, before, after = (*_entries([row], self._columns), None, None)
+        for neighbour in _entries(near, self._columns):
+            if neighbour.sequence < entry.sequence:
+                before = neighbour
+            else:
+                after = neighbour
+        problem = link_problem(before, entry, after)
+        if problem:
+            raise AuditError(
+                f"{self.path}: the record of decision `{decision_id}` fails the chain check: {problem}: run `protect audit verify`"
+            )
+        return _load(row[-1], row[-2], row[0], self.path)
 
     def verify(self) -> VerifyResult:
         """Check every record's hash, sequence, link and indexed columns (see the package docstring)."""
-        columns = f"sequence, {', '.join(_COLUMNS)}, hash, body"
-        rows = self._select(columns, "", [], tuple)
-        return _verify_rows(_sqlite_entries(rows))
+        rows = self._select(f"sequence, {', '.join(self._columns)}, hash, body", "", [], tuple)
+        return verify_entries(_entries(rows, self._columns))
 
     # -- internals
+
+    def _select_entries(self) -> str:
+        return f"SELECT sequence, {', '.join(self._columns)}, hash, body FROM audit_records"
 
     def _connect(self, *, readonly: bool) -> sqlite3.Connection:
         if readonly:
@@ -205,9 +292,8 @@ class SqliteAuditLog(LogFile):
         if self._mode == "read":
             if version is None:
                 raise AuditError(f"{self.path}: not an audit log: an empty SQLite database")
-            raise AuditError(
-                f"{self.path}: audit log schema version {version} needs migrating to {SCHEMA_VERSION}: open it for writing first"
-            )
+            self._columns, self._kind = _V1_COLUMNS, "'decision'"  # version 1: decisions only
+            return
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -218,7 +304,7 @@ class SqliteAuditLog(LogFile):
                 for statement in _MIGRATIONS[step]:
                     conn.execute(statement)
                 conn.execute(
-                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (step, _now(self._clock, self.path))
+                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (step, now_iso(self._clock, self.path))
                 )
             conn.execute("COMMIT")
         except BaseException:
@@ -278,6 +364,22 @@ class SqliteAuditLog(LogFile):
 
         return rows()
 
+    def _read(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run `work` on a read-only connection of its own, in one read transaction (one snapshot)."""
+        if self._conn is None:
+            raise AuditError(f"{self.path}: the audit log is closed")
+        try:
+            conn = self._connect(readonly=True)
+        except sqlite3.Error as exc:
+            raise self._error(exc, "read the audit log") from exc
+        try:
+            conn.execute("BEGIN")
+            return work(conn)
+        except sqlite3.Error as exc:
+            raise self._error(exc, "read the audit log") from exc
+        finally:
+            conn.close()
+
     def _error(self, exc: sqlite3.Error, doing: str) -> AuditError:
         code = getattr(exc, "sqlite_errorcode", None)
         primary = code & 0xFF if isinstance(code, int) else None
@@ -294,8 +396,9 @@ class SqliteAuditLog(LogFile):
         return AuditError(f"{self.path}: {reason}")
 
 
-def _sqlite_entries(rows: Iterable[tuple[Any, ...]]) -> Iterator[_Entry]:
-    """Turn stored rows into entries for `_verify_rows`, checking the columns against the body."""
+def _entries(rows: Iterable[tuple[Any, ...]], names: Sequence[str]) -> Iterator[ChainEntry]:
+    """Stored rows (sequence, the columns `names`, hash, body) as the chain checks see them,
+    with the columns checked against the body."""
     for row in rows:
         sequence, columns, stored_hash, body = row[0], row[1:-2], row[-2], row[-1]
         problem = None
@@ -306,33 +409,59 @@ def _sqlite_entries(rows: Iterable[tuple[Any, ...]]) -> Iterator[_Entry]:
             problem = "the stored body is not valid JSON (the record was changed)"
         if problem is None and not isinstance(record, dict):
             problem = "the stored body is not a JSON object (the record was changed)"
-        if problem is None and _sha256(body) != stored_hash:
+        if problem is None and sha256_hex(body) != stored_hash:
             problem = "the hash does not match the record's content (the record was changed)"
         if problem is None:
             try:
-                expected = _columns(record)
+                expected = _columns(record)[len(_COLUMNS) - len(names) :]
             except (KeyError, TypeError, ValueError, AttributeError):
                 problem = "the stored body lacks audit fields (the record was changed)"
             else:
-                for name, have, want in zip(_COLUMNS, columns, expected, strict=True):
+                for name, have, want in zip(names, columns, expected, strict=True):
                     if have != want:
                         problem = f"column `{name}` holds `{have}` but the record says `{want}` (the row was edited)"
                         break
-        decision_id = record.get("decision_id") if isinstance(record, dict) else columns[0]
-        claimed = record.get("sequence") if isinstance(record, dict) else sequence
+        if not isinstance(record, dict):
+            kind = columns[0] if names[0] == "kind" else "decision"
+            decision_id = columns[names.index("decision_id")]
+            yield ChainEntry(sequence, decision_id, kind, stored_hash, None, problem)
+            continue
+        claimed = record.get("sequence")
         if problem is None and claimed != sequence:
             problem = f"stored as #{sequence} but the record says it is #{claimed} (records reordered or renumbered)"
-        yield _Entry(sequence, decision_id, stored_hash, record.get("prev_hash") if isinstance(record, dict) else None, problem)
+        kind = record_kind(record)
+        yield ChainEntry(
+            sequence,
+            record.get("decision_id"),
+            kind if isinstance(kind, str) else None,
+            stored_hash,
+            record.get("prev_hash"),
+            problem,
+        )
 
 
 def _columns(record: Mapping[str, Any]) -> tuple[Any, ...]:
     """The indexed copies stored beside the body, in `_COLUMNS` order."""
+    kind = record_kind(record)
+    if kind != "decision":
+        asset, action = record.get("asset"), record.get("action")
+        return (
+            kind,
+            *(None,) * 3,
+            record_instant(record),
+            asset if isinstance(asset, str) else None,
+            action if isinstance(action, str) else None,
+            *(None,) * 7,
+            record["recorded_at"],
+            record["prev_hash"],
+        )
     policy = record["policy"]
     return (
+        "decision",
         record["decision_id"],
         record["trace_id"],
         record["evaluated_at"],
-        _micros(record["evaluated_at"]),
+        record_instant(record),
         record["asset"],
         record["action"],
         record["decision"],
@@ -345,6 +474,32 @@ def _columns(record: Mapping[str, Any]) -> tuple[Any, ...]:
         record["recorded_at"],
         record["prev_hash"],
     )
+
+
+def _where(where: RecordFilter, kind: str) -> tuple[str, list[Any]]:
+    """The filter as an SQL WHERE clause; `kind` is the kind column (a constant for version 1)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        (kind, where.kind),
+        ("asset", where.asset),
+        ("decision", where.decision),
+        ("policy_version", where.policy_version),
+        ("trace_id", where.trace_id),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if where.blocking_system is not None:
+        clauses.append("EXISTS (SELECT 1 FROM json_each(audit_records.blocking_systems) WHERE value = ?)")
+        params.append(where.blocking_system)
+    if where.since_us is not None:
+        clauses.append("evaluated_us >= ?")
+        params.append(where.since_us)
+    if where.until_us is not None:
+        clauses.append("evaluated_us < ?")
+        params.append(where.until_us)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
 def _load(body: str, stored_hash: str, sequence: int, path: str) -> dict[str, Any]:

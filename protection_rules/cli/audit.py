@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from ..audit import JsonlAuditLog, SqliteAuditLog, canonical_json, open_audit
+from ..audit import KINDS, JsonlAuditLog, RecordFilter, SqliteAuditLog, canonical_json, open_audit, record_kind
 from ..paths import AUDIT_ENV, default_audit_path
 from ..reporting import to_json_line
 from ..timestamps import format_instant, parse_instant
@@ -34,14 +35,17 @@ def _instant(ctx: click.Context, param: click.Parameter, value: str | None) -> s
         raise click.BadParameter(str(exc)) from None
 
 
-def _filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
+def _filter_options(*, kinds: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The filter options, passed to the command as one `where: RecordFilter`."""
     options = [
         click.option("--asset", default=None, help="Only this asset."),
         click.option("--decision", type=click.Choice(["approve", "deny"]), default=None, help="Only approvals or denials."),
         click.option("--blocking-system", default=None, metavar="NAME", help="Only decisions this protection blocked."),
         click.option("--policy-version", default=None, metavar="VERSION", help="Only decisions under this policy version."),
-        click.option("--since", default=None, metavar="ISO", callback=_instant, help="Only evaluated_at >= this instant."),
-        click.option("--until", default=None, metavar="ISO", callback=_instant, help="Only evaluated_at < this instant."),
+        click.option(
+            "--since", default=None, metavar="ISO", callback=_instant, help="Only records at or after this instant (see below)."
+        ),
+        click.option("--until", default=None, metavar="ISO", callback=_instant, help="Only records before this instant."),
         click.option(
             "--trace-id",
             default=None,
@@ -49,9 +53,21 @@ def _filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="Only the decisions with this trace id (one evaluate call, or one batch).",
         ),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    if kinds:
+        options.insert(0, click.option("--kind", type=click.Choice(KINDS), default=None, help="Only records of this kind."))
+    names = ["kind", "asset", "decision", "blocking_system", "policy_version", "since", "until", "trace_id"]
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def with_filter(**kwargs: Any) -> Any:
+            where = RecordFilter(**{name: kwargs.pop(name) for name in names if name in kwargs})
+            return command(where=where, **kwargs)
+
+        for option in reversed(options):
+            with_filter = option(with_filter)
+        return with_filter
+
+    return decorate
 
 
 def _opened(path: str) -> SqliteAuditLog | JsonlAuditLog:
@@ -70,8 +86,10 @@ def verify(audit_path: str, fmt: str) -> None:
     """Check the audit log's hash chain and name the first changed, deleted or reordered record.
 
     Exit 0 when the chain is valid, 1 when it is broken, 2 when the file does not exist, 4
-    when it is unreadable or not an audit log. Deleting the last records leaves a valid chain: keep the printed head
-    hash elsewhere and compare it.
+    when it is unreadable or not an audit log. Deleting the last records leaves a valid chain:
+    keep the printed head hash elsewhere and compare it. An interrupted append at the end of a
+    JSON Lines log is left out and reported; the next command that writes the log rolls it
+    back. Never writes.
 
     \b
     Example:
@@ -90,10 +108,12 @@ def verify(audit_path: str, fmt: str) -> None:
 
 @audit.command()
 @_audit_option
-@_filter_options
+@_filter_options(kinds=True)
 @click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), default="text", show_default=True)
-def query(audit_path: str, fmt: str, **filters: Any) -> None:
-    """List the records that match every filter, oldest first.
+def query(audit_path: str, fmt: str, where: RecordFilter) -> None:
+    """List the records of every kind (decision, rollback, state_correction) that match every
+    filter, in sequence order. Time filters compare a decision's evaluated_at and another
+    record's at.
 
     `--format jsonl` prints one full record per line (an unfiltered dump is itself a valid
     .jsonl audit log).
@@ -102,29 +122,31 @@ def query(audit_path: str, fmt: str, **filters: Any) -> None:
     Example:
       protect audit query --asset AAPL --decision deny --since 2026-03-01 --until 2026-04-01
       protect audit query --trace-id 8fcdda8905ba47679db91871f801846d --format jsonl
+      protect audit query --kind rollback
     """
     count = 0
     with _opened(audit_path) as log:
         if fmt == "jsonl":
-            for record in log.query(**filters):
+            for record in log.query(where):
                 click.echo(canonical_json(record))
                 count += 1
         else:
-            rows = [_row(record) for record in log.query(**filters)]
+            rows = [_row(record) for record in log.query(where)]
             count = len(rows)
             click.echo(
-                _table(["#", "evaluated_at", "asset", "action", "decision", "blocked by", "policy", "ms", "decision_id"], rows)
+                _table(["#", "kind", "at", "asset", "action", "decision", "blocked by", "policy", "ms", "id or note"], rows)
             )
     click.echo(f"{count} record(s)", err=True)
 
 
 @audit.command()
 @_audit_option
-@_filter_options
+@_filter_options(kinds=False)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def stats(audit_path: str, fmt: str, **filters: Any) -> None:
-    """Count decisions: approval and override rates, denials per protection, p50/p99 decision
-    time (nearest rank), overall and per UTC day of evaluated_at.
+def stats(audit_path: str, fmt: str, where: RecordFilter) -> None:
+    """Count decisions (records of other kinds are not counted): approval and override rates,
+    denials per protection, p50/p99 decision time (nearest rank), overall and per UTC day of
+    evaluated_at.
 
     \b
     Example:
@@ -132,7 +154,7 @@ def stats(audit_path: str, fmt: str, **filters: Any) -> None:
       protect audit stats --since 2026-03-01 --policy-version 1.0.0 --format json
     """
     with _opened(audit_path) as log:
-        summary = log.stats(**filters)
+        summary = log.stats(where)
     click.echo(to_json_line(summary) if fmt == "json" else _stats_text(summary))
 
 
@@ -140,10 +162,22 @@ def stats(audit_path: str, fmt: str, **filters: Any) -> None:
 
 
 def _row(record: dict[str, Any]) -> list[str]:
+    kind = record_kind(record)
+    if kind != "decision":
+        return [
+            str(record.get("sequence", "")),
+            str(kind),
+            record.get("at") or "-",
+            record.get("asset") or "-",
+            record.get("action") or "-",
+            *("-" * 4),
+            _note(record),
+        ]
     policy = record.get("policy") or {}
     time_ms = record.get("decision_time_ms")
     return [
         str(record.get("sequence", "")),
+        "decision",
         record.get("evaluated_at") or "-",
         record.get("asset") or "-",
         record.get("action") or "-",
@@ -153,6 +187,16 @@ def _row(record: dict[str, Any]) -> list[str]:
         f"{time_ms:.2f}" if isinstance(time_ms, (int, float)) else "-",
         record.get("decision_id") or "-",
     ]
+
+
+def _note(record: dict[str, Any]) -> str:
+    dropped = record.get("dropped")
+    if record_kind(record) == "rollback" and isinstance(dropped, dict):
+        return (
+            f"dropped {dropped.get('records')} record(s) in {dropped.get('lines')} line(s), {dropped.get('bytes')} bytes "
+            f"from #{dropped.get('first_sequence')} (kept in {dropped.get('saved_as')})"
+        )
+    return str(record.get("reason") or "-")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
