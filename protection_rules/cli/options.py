@@ -20,16 +20,14 @@ policy_option = click.option(
 )
 
 
-def state_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option(
-        "--state",
-        "state_path",
-        envvar=STATE_ENV,
-        type=click.Path(dir_okay=False),
-        default=None,
-        help=f"State store (SQLite). [env {STATE_ENV}; default: {default_state_path()}]",
-    )(fn)
-    return fn
+state_option = click.option(
+    "--state",
+    "state_path",
+    envvar=STATE_ENV,
+    type=click.Path(dir_okay=False),
+    default=None,
+    help=f"State store (SQLite). [env {STATE_ENV}; default: {default_state_path()}]",
+)
 
 
 audit_path_option = click.option(
