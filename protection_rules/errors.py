@@ -30,7 +30,8 @@ class Issue:
     column: int | None = None
 
     def location(self) -> str:
-        parts = [self.file or "<input>"]
+        """`file:line:col`, as much of it as is known; empty for input that is no file."""
+        parts = [self.file or ""]
         if self.line is not None:
             parts.append(str(self.line))
             if self.column is not None:
@@ -38,7 +39,8 @@ class Issue:
         return ":".join(parts)
 
     def __str__(self) -> str:
-        return f"{self.location()}: {self.path}: {self.message}"
+        where = self.location()
+        return f"{where}: {self.path}: {self.message}" if where else f"{self.path}: {self.message}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
