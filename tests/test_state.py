@@ -25,7 +25,8 @@ def store(request, tmp_path):
 
 @pytest.fixture
 def engine(store):
-    return Engine.from_policy(state=store)
+    with Engine.from_policy(state=store) as engine:
+        yield engine
 
 
 def failing_close(**extra):
@@ -130,7 +131,7 @@ def test_stored_instant_after_now_is_a_bad_request(engine):
     ],
 )
 def test_core_limits(store, steps, error):
-    rules = Engine.from_policy().policy.protections["core_asset_immunity"]
+    rules = Engine.from_policy(audit=None).policy.protections["core_asset_immunity"]
     when = at(NOW)
     actions = {
         "add": lambda asset: designate(store, rules, asset, when),
@@ -144,7 +145,7 @@ def test_core_limits(store, steps, error):
 
 
 def test_core_designation_expires_and_extends(store):
-    rules = Engine.from_policy().policy.protections["core_asset_immunity"]
+    rules = Engine.from_policy(audit=None).policy.protections["core_asset_immunity"]
     record = designate(store, rules, "MSFT", at("2026-01-01T00:00:00Z"), "anchor")
     assert record.expires_at == at("2026-04-01T00:00:00Z")  # 90 days
     assert extend(store, rules, "MSFT", at("2026-03-01T00:00:00Z")).expires_at == at("2026-06-30T00:00:00Z")
@@ -167,7 +168,8 @@ def test_commit_rejects_a_decision_that_does_not_validate(engine):
 
 def test_commit_without_store_is_a_state_error():
     with pytest.raises(StateError, match="no state store"):
-        Engine.from_policy().commit(Engine.from_policy().evaluate(failing_close()))
+        with Engine.from_policy() as engine:
+            engine.commit(engine.evaluate(failing_close()))
 
 
 def _foreign_database(path):
@@ -207,9 +209,9 @@ def test_newer_schema_version_is_refused(tmp_path):
 
 def test_store_failure_during_evaluate_is_a_deny(tmp_path):
     store = SqliteStateStore(tmp_path / "state.sqlite")
-    engine = Engine.from_policy(state=store)
-    store.close()  # the connection is gone: every read fails
-    decision = engine.evaluate(failing_close())
+    with Engine.from_policy(state=store) as engine:
+        store.close()  # the connection is gone: every read fails
+        decision = engine.evaluate(failing_close())
     assert not decision.approved and decision.blocking_systems == ("error",)
     assert decision.errors[0].code == "state-error"
 
@@ -249,4 +251,6 @@ def test_cli_refuses_a_bad_execution_with_exit_3(tmp_path):
     result = CliRunner().invoke(cli, ["state", "record", "open", "AA PL", "--size", "nan", "--state", str(path)])
     assert result.exit_code == 3
     assert "not a valid asset symbol" in result.output and "not a size" in result.output
-    assert SqliteStateStore(path).load("AA PL") is None
+    store = SqliteStateStore(path)
+    assert store.load("AA PL") is None
+    store.close()

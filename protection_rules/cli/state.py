@@ -146,9 +146,9 @@ def commit(decision: str, state_path: str | None) -> None:
         raise InputInvalid(bad)
     store = open_store(state_path, for_writing=True)
     try:
-        engine = build_engine(None, state=store)
-        for document in documents:
-            applied = engine.commit(document.data)
-            click.echo(to_json_line({"decision_id": document.data.get("decision_id"), "applied": applied}))
+        with build_engine(None, state=store) as engine:
+            for document in documents:
+                applied = engine.commit(document.data)
+                click.echo(to_json_line({"decision_id": document.data.get("decision_id"), "applied": applied}))
     finally:
         store.close()
