@@ -13,6 +13,7 @@ import json
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -505,6 +506,11 @@ def test_never_registers_a_storage_callback(monkeypatch: pytest.MonkeyPatch) -> 
     with Engine.from_policy(audit=None) as engine:
         assert engine.evaluate(OPEN).approved
     assert make(THRESHOLDS).fire({"x": 3}) == expected_thresholds(3)
+
+
+def test_the_advice_names_the_pinned_durable_rules() -> None:
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text(encoding="utf-8")
+    assert f'"{network_module.DURABLE_RULES}"' in pyproject
 
 
 @pytest.mark.parametrize(
