@@ -11,21 +11,61 @@ this driver designs around, each pinned by tests/test_network.py:
   poisons the ruleset: we never delete states; a small pool of long-lived state ids is reused
   (assert, drain, retract), one thread per id at a time;
 - mixed-type and missing-field comparisons answer silently wrong: every fact is type-checked
-  against the compiler's declared fact types before it reaches the engine.
+  against the compiler's declared fact types before it reaches the engine;
+- on Python 3.13 its C extension needs `PyEval_CallObject`, which 3.13 removed: a shim of ours
+  provides it (`_import_engine`). The extension calls it only from the storage callbacks, which
+  this driver never registers; those call sites were compiled against an implicit `int`
+  declaration that truncates the returned pointer, so they must stay unregistered.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import queue
 import re
+import sys
 import threading
 from collections.abc import Mapping
+from types import ModuleType
 from typing import Any
 
-import durable_rules_engine as _dre
-
 from .errors import EngineFailure
+
+DURABLE_RULES = "durable-rules==2.0.28"  # the version pinned in pyproject.toml
+PYEVAL_SHIM = "_protection_rules_pyeval_shim"  # built from _pyeval_shim.c beside this file
+
+
+def _import_engine(version: tuple[int, int] = sys.version_info[:2]) -> ModuleType:
+    """durable-rules' C extension, on Python 3.13 and later after the shim it links against."""
+    python = ".".join(map(str, version))
+    if version >= (3, 13):
+        # RTLD_GLOBAL puts the shim's `PyEval_CallObject` where the dynamic linker resolves
+        # the extension's undefined reference to it; the flags are restored at once.
+        flags = sys.getdlopenflags()
+        sys.setdlopenflags(flags | os.RTLD_GLOBAL)
+        try:
+            importlib.import_module(PYEVAL_SHIM)
+        except ImportError as exc:
+            raise ImportError(
+                f"`{PYEVAL_SHIM}`, which durable-rules needs on python {python}, does not import: {exc}: "
+                "reinstall protection-rules with this interpreter (`pip install --force-reinstall .`) "
+                "so that the shim is built"
+            ) from exc
+        finally:
+            sys.setdlopenflags(flags)
+    try:
+        return importlib.import_module("durable_rules_engine")
+    except ImportError as exc:
+        raise ImportError(
+            f"durable-rules' C extension `durable_rules_engine` does not import on python {python}: {exc}: "
+            f"rebuild it with this interpreter (`pip install --force-reinstall --no-cache-dir {DURABLE_RULES}`; "
+            "it compiles with gcc, see the README's installing section for gcc 14 and newer)"
+        ) from exc
+
+
+_dre = _import_engine()
 
 _json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 # durable-rules' JSON parser rejects an exponent without a decimal point before it (`1e-05`

@@ -84,6 +84,10 @@ class EngineCache:
                 self._engines[key] = engine
             return engine
 
+    def close(self) -> None:
+        for engine in self._engines.values():
+            engine.close()
+
 
 def statuses(decision: Any) -> dict[str, str]:
     return {entry.system: entry.status for entry in decision.trace}

@@ -110,7 +110,8 @@ def test_a_record_replays_to_the_same_decision(audit_path):
     (record,) = stored(audit_path)
     assert record["state_source"] == "store"
     # replay: the request as received, with the state snapshot that was used, under the same policy
-    replayed = Engine.from_policy().evaluate({**record["request"], "state": record["state"]})
+    with Engine.from_policy() as engine:
+        replayed = engine.evaluate({**record["request"], "state": record["state"]})
     volatile = {"decision_id", "trace_id", "decision_time_ms", "state_source"}
     assert {k: v for k, v in replayed.to_dict().items() if k not in volatile} == {
         k: v for k, v in record["decision_record"].items() if k not in volatile
@@ -168,14 +169,16 @@ def test_audit_verify_names_a_record_changed_with_sqlite(tmp_path):
 def test_the_api_records_by_default_and_audit_none_records_nothing(tmp_path, monkeypatch):
     path = tmp_path / "env-audit.sqlite"
     monkeypatch.setenv("PROTECT_AUDIT", str(path))
-    Engine.from_policy().evaluate(OPEN)
+    with Engine.from_policy() as engine:
+        engine.evaluate(OPEN)
     Engine.from_policy(audit=None).evaluate(OPEN)
     assert [r["asset"] for r in stored(path)] == ["AMZN"]
 
 
 def test_an_unopenable_default_audit_log_denies_through_the_api(tmp_path, monkeypatch):
     monkeypatch.setenv("PROTECT_AUDIT", str(unwritable(tmp_path)))
-    decision = Engine.from_policy().evaluate(OPEN)
+    with Engine.from_policy() as engine:
+        decision = engine.evaluate(OPEN)
     assert decision.blocking_systems == ("error",) and decision.errors[0].code == "audit-error"
 
 

@@ -7,6 +7,7 @@ advised sizes); `trace_id`, `decision_id` and `decision_time_ms` vary per run an
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,9 @@ SCENARIOS = {"core_asset_close", "grace_close", "whipsaw_reopen", "holding_close
 
 
 @pytest.fixture(scope="module")
-def engine() -> Engine:
-    return Engine.from_policy(ROOT / "policies" / "default.yaml")
+def engine() -> Iterator[Engine]:
+    with Engine.from_policy(ROOT / "policies" / "default.yaml") as engine:
+        yield engine
 
 
 def test_every_scenario_of_the_plan_has_an_example():

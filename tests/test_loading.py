@@ -7,6 +7,7 @@ Policy cases go through `load_policy` end to end and start from the text of
 
 from __future__ import annotations
 
+import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -369,7 +370,8 @@ def test_read_text_decodes_utf8(tmp_path):
 
 JSON_ERRORS = [
     # (text, code, line, column): a syntax error carries its position
-    ('{"a": 1,}', "json-syntax", 1, 9),
+    # Python 3.13's parser points at the trailing comma itself, older ones at the `}` after it
+    ('{"a": 1,}', "json-syntax", 1, 8 if sys.version_info >= (3, 13) else 9),
     ('{\n  "a": 1\n  "b": 2\n}', "json-syntax", 3, 3),
     ('{"a": NaN}', "json-syntax", None, None),
     ('{"a": Infinity}', "json-syntax", None, None),

@@ -7,18 +7,23 @@ the sentinel `{"pri": 65001, "all": [{"m": {"_kind": "k"}}]}` comes last.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import json
 import sys
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-import durable_rules_engine
 import pytest
 
 from protection_rules import Engine, EngineFailure
 from protection_rules import network as network_module
 from protection_rules.network import RuleNetwork
+
+# through the network module: on Python 3.13 it must load a shim before this extension imports
+durable_rules_engine = network_module._dre
 
 KIND = "k"
 SENTINEL = "__sentinel__"
@@ -148,7 +153,6 @@ def test_never_calls_delete_state_and_reuses_state_ids(monkeypatch: pytest.Monke
         calls.append(args)
         raise AssertionError("delete_state must never be called (it can segfault)")
 
-    assert network_module._dre is durable_rules_engine
     monkeypatch.setattr(network_module._dre, "delete_state", forbidden)
     net = make(THRESHOLDS)
     for i in range(2000):
@@ -211,7 +215,7 @@ def test_threads_get_correct_results_and_share_a_small_pool() -> None:
 
 
 def test_engine_threads_decide_consistently() -> None:
-    engine = Engine.from_policy()
+    engine = Engine.from_policy(audit=None)
     requests = [
         (
             {"asset": "T", "action": "close", "current_date": START, "position_entry_date": "2026-03-19T12:00:00Z"},
@@ -265,7 +269,7 @@ def test_two_networks_with_the_same_ruleset_name_coexist() -> None:
 
 
 def test_two_engines_from_the_same_policy_both_work() -> None:
-    one, two = Engine.from_policy(), Engine.from_policy()
+    one, two = Engine.from_policy(audit=None), Engine.from_policy(audit=None)
     assert one.compiled.ruleset_name == two.compiled.ruleset_name
     assert one._network is not two._network
     request = {"asset": "T", "action": "close", "current_date": START, "position_entry_date": "2026-03-19T12:00:00Z"}
@@ -332,7 +336,7 @@ def test_floats_in_exponent_form_reach_the_engine_intact(value: float, fired: tu
 
 def test_no_background_threads() -> None:
     before = threading.active_count()
-    engines = [Engine.from_policy() for _ in range(3)]
+    engines = [Engine.from_policy(audit=None) for _ in range(3)]
     net = make(THRESHOLDS)
     for engine in engines:
         engine.evaluate({"asset": "T", "action": "open", "current_date": START})
@@ -390,10 +394,10 @@ OPEN = {"asset": "T", "action": "open", "current_date": START}  # approved when 
 
 
 @pytest.fixture()
-def engine() -> Engine:
-    engine = Engine.from_policy()
-    assert engine.evaluate(OPEN).approved
-    return engine
+def engine() -> Iterator[Engine]:
+    with Engine.from_policy() as engine:
+        assert engine.evaluate(OPEN).approved
+        yield engine
 
 
 def _assert_error_deny(decision: Any, *words: str) -> None:
@@ -452,3 +456,100 @@ def test_refuses_a_new_state_id_past_the_limit(monkeypatch):
     assert held == ["s1", "s2", "s3"]
     with pytest.raises(EngineFailure, match="used up its state ids"):
         net._acquire()
+
+
+# ----------------------------------------------------------- (j) Python 3.13: PyEval_CallObject
+
+NEEDS_SHIM = sys.version_info >= (3, 13)
+
+
+def test_pyeval_callobject_is_provided_only_from_python_3_13() -> None:
+    assert (network_module.PYEVAL_SHIM in sys.modules) is NEEDS_SHIM
+    # in the process's global symbol scope, where durable_rules_engine's reference resolves
+    assert hasattr(ctypes.CDLL(None), "PyEval_CallObject") is NEEDS_SHIM
+
+
+def _shim_pyeval_callobject() -> Any:
+    function = ctypes.PyDLL(sys.modules[network_module.PYEVAL_SHIM].__file__).PyEval_CallObject
+    function.restype = ctypes.py_object
+    function.argtypes = (ctypes.py_object, ctypes.py_object)
+    return function
+
+
+def _arguments(*args: Any, **kwargs: Any) -> Any:
+    return args, kwargs
+
+
+def _raises(*args: Any) -> Any:
+    raise ValueError("raised by the callable")
+
+
+@pytest.mark.skipif(not NEEDS_SHIM, reason="the shim is built and loaded on Python 3.13 and later only")
+@pytest.mark.parametrize(
+    ("function", "args", "outcome"),
+    [
+        (_arguments, (1, "a"), ((1, "a"), {})),  # the tuple's items are the positional arguments
+        (_arguments, ctypes.py_object(), ((), {})),  # NULL: no arguments
+        (_arguments, [1, "a"], TypeError("argument list must be a tuple")),
+        (_arguments, None, TypeError("argument list must be a tuple")),  # Py_None is not NULL
+        (_raises, (), ValueError("raised by the callable")),
+    ],
+    ids=["tuple", "null", "list", "none", "raises"],
+)
+def test_the_shim_calls_like_pyeval_callobject_did(function: Any, args: Any, outcome: Any) -> None:
+    call = _shim_pyeval_callobject()
+    if isinstance(outcome, Exception):
+        with pytest.raises(type(outcome), match=f"^{outcome}$"):
+            call(function, args)
+    else:
+        assert call(function, args) == outcome
+
+
+def test_never_registers_a_storage_callback(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The only callers of PyEval_CallObject; built on 3.13 they truncate the returned pointer.
+    def forbidden(*args: Any) -> None:
+        raise AssertionError("storage callbacks must never be registered")
+
+    for name in dir(durable_rules_engine):
+        if name.startswith("set_") and name.endswith("_callback"):
+            monkeypatch.setattr(durable_rules_engine, name, forbidden)
+    with Engine.from_policy(audit=None) as engine:
+        assert engine.evaluate(OPEN).approved
+    assert make(THRESHOLDS).fire({"x": 3}) == expected_thresholds(3)
+
+
+def test_the_advice_names_the_pinned_durable_rules() -> None:
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text(encoding="utf-8")
+    assert f'"{network_module.DURABLE_RULES}"' in pyproject
+
+
+@pytest.mark.parametrize(
+    ("version", "missing", "message"),
+    [
+        (
+            (3, 12),
+            "durable_rules_engine",
+            "durable-rules' C extension `durable_rules_engine` does not import on python 3.12: "
+            "import of durable_rules_engine halted; None in sys.modules: rebuild it with this interpreter "
+            "(`pip install --force-reinstall --no-cache-dir durable-rules==2.0.28`; "
+            "it compiles with gcc, see the README's installing section for gcc 14 and newer)",
+        ),
+        (
+            (3, 13),
+            "_protection_rules_pyeval_shim",
+            "`_protection_rules_pyeval_shim`, which durable-rules needs on python 3.13, does not import: "
+            "import of _protection_rules_pyeval_shim halted; None in sys.modules: "
+            "reinstall protection-rules with this interpreter (`pip install --force-reinstall .`) so that the shim is built",
+        ),
+    ],
+    ids=["engine", "shim"],
+)
+def test_an_extension_that_does_not_import_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, version: tuple[int, int], missing: str, message: str
+) -> None:
+    flags = sys.getdlopenflags()
+    monkeypatch.setitem(sys.modules, missing, None)  # makes `import missing` raise ImportError
+    with pytest.raises(ImportError) as caught:
+        network_module._import_engine(version)
+    assert str(caught.value) == message
+    assert sys.getdlopenflags() == flags

@@ -6,6 +6,7 @@ each engine owns its own rule network, named after its content, and decides by i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,10 +26,12 @@ def _variant(tmp_path: Path, name: str, old: str, new: str) -> Path:
 
 
 @pytest.fixture()
-def pair(tmp_path: Path) -> tuple[Engine, Engine]:
-    strict = Engine.from_policy(_variant(tmp_path, "strict", "min_days: 3", "min_days: 3"))
-    loose = Engine.from_policy(_variant(tmp_path, "loose", "min_days: 3", "min_days: 1"))
-    return strict, loose
+def pair(tmp_path: Path) -> Iterator[tuple[Engine, Engine]]:
+    with (
+        Engine.from_policy(_variant(tmp_path, "strict", "min_days: 3", "min_days: 3")) as strict,
+        Engine.from_policy(_variant(tmp_path, "loose", "min_days: 3", "min_days: 1")) as loose,
+    ):
+        yield strict, loose
 
 
 # entry 2 days ago: blocked under min_days 3 (until 03-21T12:00Z), allowed under min_days 1
@@ -68,15 +71,15 @@ def test_same_content_same_names_and_same_decisions(pair: tuple[Engine, Engine],
     # the default text with only a comment added: the policy hash ignores layout and comments
     copy = tmp_path / "commented.yaml"
     copy.write_text("# a comment\n" + DEFAULT_POLICY.read_text(encoding="utf-8"), encoding="utf-8")
-    twin = Engine.from_policy(copy)
+    twin = Engine.from_policy(copy, audit=None)
     assert twin.compiled.ruleset_name == strict.compiled.ruleset_name
     assert twin.compiled.sha256 == strict.compiled.sha256
     assert comparable(twin.evaluate(HELD_TWO_DAYS)) == comparable(strict.evaluate(HELD_TWO_DAYS))
 
 
 def test_a_whipsaw_variant_side_by_side(tmp_path: Path) -> None:
-    once = Engine.from_policy(_variant(tmp_path, "once", "max_cycles: 1", "max_cycles: 1"))
-    twice = Engine.from_policy(_variant(tmp_path, "twice", "max_cycles: 1", "max_cycles: 2"))
+    once = Engine.from_policy(_variant(tmp_path, "once", "max_cycles: 1", "max_cycles: 1"), audit=None)
+    twice = Engine.from_policy(_variant(tmp_path, "twice", "max_cycles: 1", "max_cycles: 2"), audit=None)
     request = {
         "asset": "AMD",
         "action": "open",

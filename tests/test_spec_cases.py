@@ -29,6 +29,7 @@ was computed by hand from docs/semantics.md, never copied from the engine's outp
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,10 @@ CASES = _load_cases()
 
 
 @pytest.fixture(scope="module")
-def engines(tmp_path_factory: pytest.TempPathFactory) -> EngineCache:
-    return EngineCache(tmp_path_factory.mktemp("case-policies"))
+def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineCache]:
+    cache = EngineCache(tmp_path_factory.mktemp("case-policies"))
+    yield cache
+    cache.close()
 
 
 def _instant(value: Any) -> int | None:

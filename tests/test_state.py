@@ -221,7 +221,8 @@ def test_commit_rejects_a_decision_that_does_not_validate(engine):
 
 def test_commit_without_store_is_a_state_error():
     with pytest.raises(StateError, match="no state store"):
-        Engine.from_policy().commit(Engine.from_policy().evaluate(failing_close()))
+        with Engine.from_policy() as engine:
+            engine.commit(engine.evaluate(failing_close()))
 
 
 def _foreign_database(path):
@@ -261,9 +262,9 @@ def test_newer_schema_version_is_refused(tmp_path):
 
 def test_store_failure_during_evaluate_is_a_deny(tmp_path):
     store = SqliteStateStore(tmp_path / "state.sqlite")
-    engine = Engine.from_policy(state=store)
-    store.close()  # the connection is gone: every read fails
-    decision = engine.evaluate(failing_close())
+    with Engine.from_policy(state=store) as engine:
+        store.close()  # the connection is gone: every read fails
+        decision = engine.evaluate(failing_close())
     assert not decision.approved and decision.blocking_systems == ("error",)
     assert decision.errors[0].code == "state-error"
 
@@ -302,7 +303,9 @@ def test_cli_refuses_a_bad_execution_with_exit_3(tmp_path):
     result = CliRunner().invoke(cli, ["state", "record", "open", "AA PL", "--size", "nan", "--state", str(path)])
     assert result.exit_code == 3
     assert "not a valid asset symbol" in result.output and "not a size" in result.output
-    assert SqliteStateStore(path).load("AA PL") is None
+    store = SqliteStateStore(path)
+    assert store.load("AA PL") is None
+    store.close()
 
 
 # ------------------------------------------------------------------ recording and corrections

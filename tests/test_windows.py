@@ -8,7 +8,7 @@ row's expectation, worked out by hand from docs/semantics.md (default policy).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -145,8 +145,9 @@ ROWS = [
 
 
 @pytest.fixture(scope="module")
-def engine() -> Engine:
-    return Engine.from_policy()
+def engine() -> Iterator[Engine]:
+    with Engine.from_policy() as engine:
+        yield engine
 
 
 @pytest.mark.parametrize(("build", "expected", "unblocks_before"), ROWS)

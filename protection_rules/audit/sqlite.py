@@ -281,7 +281,11 @@ class SqliteAuditLog(LogFile):
         # between threads is safe because every use holds self._lock.
         conn = sqlite3.connect(target, timeout=self._timeout, isolation_level=None, check_same_thread=False, uri=uri)
         if not readonly:
-            conn.execute("PRAGMA synchronous=FULL")  # a returned append survives a power cut
+            try:
+                conn.execute("PRAGMA synchronous=FULL")  # a returned append survives a power cut
+            except BaseException:
+                conn.close()  # not a database: the caller never gets this connection to close
+                raise
         return conn
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
