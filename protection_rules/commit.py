@@ -6,8 +6,11 @@ up by `decision_id` where the engine put it, and the state changes applied are t
 there, after checking that the document handed in is exactly that decision:
 
 - `AuditedDecisions`: the audit trail (the engine records every decision before returning it);
-- `IssuedDecisions`: for an engine without an audit trail (`audit=None`), the decisions that
-  change state which it issued itself, the most recent `capacity` of them, kept in memory.
+  the document must be exactly the recorded decision;
+- `IssuedDecisions`: for an engine without an audit trail (`audit=None`), the state changes of
+  the decisions it issued itself, the most recent `capacity` that change state, kept in memory
+  (only the changes: whole decisions would cost megabytes); the document's `decision_id` and
+  `state_changes` must be exactly those.
 
 A decision that cannot be found, or that differs from what was recorded, is refused with
 `DecisionInvalid` (exit 3) and nothing is stored.
@@ -25,7 +28,7 @@ from typing import Any, Protocol
 
 from .errors import DecisionInvalid, Issue
 from .loading import SourceMap
-from .models import ProtectionDecision
+from .models import ProtectionDecision, StateChange
 from .state import StateStore
 from .validation import schema_issues
 
@@ -37,12 +40,18 @@ MAX_DIFFERENCES = 10
 class DecisionSource(Protocol):
     """Where the decisions an engine issued can be found again by id."""
 
+    where: str  # named in the refusal of a decision that is not found
+    partial: bool  # keeps only part of each decision (`decision_id` and `state_changes`)
+
     def find(self, decision_id: str) -> Mapping[str, Any] | None:
-        """The decision as issued (`ProtectionDecision.to_dict()` shape), or None."""
+        """The decision as issued (`ProtectionDecision.to_dict()` shape, or the part of it the
+        source keeps: at least `decision_id` and `state_changes`), or None."""
 
 
 class AuditedDecisions:
     """Decisions as recorded in an audit trail."""
+
+    partial = False
 
     def __init__(self, audit: Any):
         self.audit = audit
@@ -56,24 +65,36 @@ class AuditedDecisions:
 class IssuedDecisions:
     """The decisions with state changes an engine issued, newest `capacity` kept (thread-safe)."""
 
+    partial = True
+
     def __init__(self, capacity: int = 10_000):
         self.capacity = capacity
         self.where = f"the decisions this engine issued (the last {capacity:,} that change state)"
-        self._kept: OrderedDict[str, ProtectionDecision] = OrderedDict()
+        self._kept: OrderedDict[str, tuple[StateChange, ...]] = OrderedDict()
         self._lock = threading.Lock()
 
     def keep(self, decision: ProtectionDecision) -> None:
         if not decision.state_changes:
             return
         with self._lock:
-            self._kept[decision.decision_id] = decision
+            self._kept[decision.decision_id] = decision.state_changes
             if len(self._kept) > self.capacity:
                 self._kept.popitem(last=False)
 
     def find(self, decision_id: str) -> Mapping[str, Any] | None:
         with self._lock:
             kept = self._kept.get(decision_id)
-        return None if kept is None else kept.to_dict()
+        if kept is None:
+            return None
+        return {"decision_id": decision_id, "state_changes": [change.to_dict() for change in kept]}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Checked:
+    """What committing a checked decision applies: its recorded state changes, under its id."""
+
+    decision_id: str
+    state_changes: tuple[StateChange, ...]
 
 
 class Committer:
@@ -90,20 +111,21 @@ class Committer:
         source, or that differs from the decision found there; then nothing is stored."""
         return self.apply(self.check(decision, source=source))
 
-    def check(self, decision: ProtectionDecision | Mapping[str, Any], *, source: str | None = None) -> ProtectionDecision | None:
-        """The decision as recorded, once `decision` is shown to be exactly it (None: nothing to apply).
+    def check(self, decision: ProtectionDecision | Mapping[str, Any], *, source: str | None = None) -> Checked | None:
+        """The state changes as recorded, once `decision` is shown to be that decision (None:
+        nothing to apply).
 
         `source` names where the document came from (a file, `file:line`) in the issues."""
         with _named(source):
             return self._check(decision_document(decision))
 
-    def _check(self, given: dict[str, Any]) -> ProtectionDecision | None:
+    def _check(self, given: dict[str, Any]) -> Checked | None:
         decision_id = given["decision_id"]
         recorded = self.source.find(decision_id)
         if recorded is None:
-            if not given["state_changes"] and isinstance(self.source, IssuedDecisions):
+            if not given["state_changes"] and self.source.partial:
                 return None  # it changes nothing, and was not kept to check it against
-            where = getattr(self.source, "where", "the decision source")
+            where = self.source.where
             raise DecisionInvalid(
                 [
                     Issue(
@@ -113,16 +135,18 @@ class Committer:
                     )
                 ]
             )
-        differences = list(_differences(_plain(recorded), given, "$"))
+        # a source that keeps part of each decision is compared on that part
+        compared = {key: given[key] for key in recorded if key in given} if self.source.partial else given
+        differences = list(_differences(_plain(recorded), compared, "$"))
         if differences:
             raise DecisionInvalid(differences[:MAX_DIFFERENCES])
-        return ProtectionDecision.from_dict(recorded)
+        return Checked(decision_id, tuple(StateChange.from_dict(change) for change in recorded["state_changes"]))
 
-    def apply(self, checked: ProtectionDecision | None) -> bool:
+    def apply(self, checked: Checked | None) -> bool:
         """Apply a checked decision's state changes once per decision id."""
         if checked is None:
             return False
-        return self.store.apply(checked, checked.decision_id)
+        return self.store.apply(checked.state_changes, checked.decision_id)
 
 
 def decision_document(decision: ProtectionDecision | Mapping[str, Any], *, source: str | None = None) -> dict[str, Any]:

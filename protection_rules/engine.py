@@ -281,8 +281,8 @@ class Engine:
         """Apply a decision's state changes (after the order executed); idempotent by decision id.
 
         Only a decision this engine's audit trail holds is applied, and only as recorded (see
-        commit.py); an engine with `audit=None` commits the decisions that change state which it
-        issued itself (the last 10,000). Returns False when the decision was already committed.
+        commit.py); an engine with `audit=None` keeps the state changes of the decisions it
+        issued (the last 10,000 that change state) and commits only those. Returns False when the decision was already committed.
         Raises `StateError` without a store, `DecisionInvalid` for a decision that does not
         validate, is not found or differs from the record.
         """

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -22,7 +22,7 @@ from .models import (
     CoreDesignation,
     GraceState,
     PositionEvent,
-    ProtectionDecision,
+    StateChange,
 )
 from .parsing import MAX_MAGNITUDE
 from .resources import schema
@@ -75,8 +75,8 @@ class StateStore(Protocol):
     def load(self, asset: str) -> AssetState | None:
         """The asset's state, or None when nothing is stored for it."""
 
-    def apply(self, decision: ProtectionDecision, decision_id: str) -> bool:
-        """Apply the decision's state changes once; False when this id was already applied."""
+    def apply(self, changes: Sequence[StateChange], decision_id: str) -> bool:
+        """Apply a decision's state changes once; False when this decision id was already applied."""
 
     def record_execution(self, asset: str, kind: Literal["open", "close"], at: int, size: float | None) -> None: ...
 
@@ -138,11 +138,11 @@ class MemoryStateStore:
                     return event
         return None
 
-    def apply(self, decision: ProtectionDecision, decision_id: str) -> bool:
+    def apply(self, changes: Sequence[StateChange], decision_id: str) -> bool:
         with self._lock:
             if decision_id in self._applied:
                 return False
-            for change in decision.state_changes:
+            for change in changes:
                 if change.type == "grace_started":
                     self._grace.setdefault(change.asset, GraceState(change.at, change.original_size))
                 elif change.type == "grace_ended":
@@ -287,9 +287,9 @@ class SqliteStateStore:
         )
         return None if state == AssetState() else state
 
-    def apply(self, decision: ProtectionDecision, decision_id: str) -> bool:
+    def apply(self, changes: Sequence[StateChange], decision_id: str) -> bool:
         statements: list[tuple[str, tuple]] = []
-        for change in decision.state_changes:
+        for change in changes:
             if change.type == "grace_started":
                 statements.append(
                     ("INSERT OR IGNORE INTO grace VALUES (?, ?, ?)", (change.asset, change.at, change.original_size))

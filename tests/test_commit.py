@@ -48,6 +48,11 @@ FORGERIES = {
         "$.state_changes",
     ),
     "approval flipped": (_set(["approved"], True), "decision-differs", "$.approved"),
+    "a field added": (
+        _set(["errors"], [{"code": "x", "path": "$", "message": "m", "file": None, "line": None, "column": None}]),
+        "decision-differs",
+        "$.errors",
+    ),
 }
 
 
