@@ -197,7 +197,7 @@ class Engine:
         except StateError as exc:
             issue = Issue("state-error", "$", str(exc), source)
             decision = self._failed(f"State store error: {exc}", [issue], request, trace_id, started)
-        except Exception as exc:
+        except Exception as exc:  # the fail-closed boundary: no error is ever an approval
             message = f"{type(exc).__name__}: {exc}"
             issue = Issue("internal-error", "$", message, source)
             decision = self._failed(f"Internal error: {message}", [issue], request, trace_id, started)
@@ -282,9 +282,10 @@ class Engine:
 
         Only a decision this engine's audit trail holds is applied, and only as recorded (see
         commit.py); an engine with `audit=None` keeps the state changes of the decisions it
-        issued (the last 10,000 that change state) and commits only those. Returns False when the decision was already committed.
-        Raises `StateError` without a store, `DecisionInvalid` for a decision that does not
-        validate, is not found or differs from the record.
+        issued (the last 10,000 that change state) and commits only those. Returns False when
+        the decision was already committed. Raises `StateError` without a store,
+        `DecisionInvalid` for a decision that does not validate, is not found or differs from
+        the record.
         """
         if self.state is None:
             raise StateError("no state store configured: pass state=... or --state PATH")

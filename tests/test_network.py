@@ -191,7 +191,7 @@ def test_threads_get_correct_results_and_share_a_small_pool() -> None:
             x = (index + i) % 9
             try:
                 got = net.fire({"x": x})
-            except Exception as exc:
+            except Exception as exc:  # collected and asserted below
                 errors.append(f"thread {index} #{i}: {exc!r}")
                 continue
             if got != expected_thresholds(x):
