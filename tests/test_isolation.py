@@ -21,34 +21,20 @@ def test_collecting_and_running_module_fixtures_leaves_the_users_state_home_empt
     env = {**os.environ, "HOME": str(home), "XDG_STATE_HOME": str(state_home)}
     env.pop("PROTECT_AUDIT", None)
     env.pop("PROTECT_STATE", None)
-    # every module imported (engines built at import time), then module-scoped fixtures in use
-    collected = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", "tests"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert collected.returncode == 0, collected.stdout + collected.stderr
-    ran = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/test_examples.py",
-            "tests/test_engine_properties.py::test_same_input_same_decision",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert ran.returncode == 0, ran.stdout + ran.stderr
+    runs = [
+        ["--collect-only", "tests"],  # every module imported: engines built at import time
+        ["tests/test_examples.py", "tests/test_engine_properties.py::test_same_input_same_decision"],  # module fixtures
+    ]
+    for selection in runs:
+        ran = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *selection],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert ran.returncode == 0, ran.stdout + ran.stderr
     assert _files(state_home) == []
     assert _files(home) == []
 
