@@ -1,0 +1,41 @@
+"""Instruction-count harness: decide N seeded requests (audit off) after a 200-request warm-up.
+
+Wall-clock figures on this shared machine swing by 2x; instruction counts repeat. Run it under
+callgrind twice, with N and with 0, and divide the difference by N for instructions per decision:
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python benchmarks/icount.py 3000 many
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python benchmarks/icount.py 0 many
+
+`many` decides in batches of 1,000 (`evaluate_many`), `one` one request at a time (`evaluate`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_evaluate import make_requests  # noqa: E402
+
+from protection_rules import Engine  # noqa: E402
+
+
+def main() -> None:
+    count = int(sys.argv[1])
+    mode = sys.argv[2] if len(sys.argv) > 2 else "many"
+    engine = Engine.from_policy(audit=None)
+    requests = make_requests(count + 200)
+    engine.evaluate_many(requests[:200])
+    if mode == "one":
+        for request in requests[200:]:
+            engine.evaluate(request)
+    else:
+        for start in range(200, 200 + count, 1000):
+            engine.evaluate_many(requests[start : start + 1000])
+
+
+if __name__ == "__main__":
+    main()
