@@ -110,3 +110,7 @@ class StateError(ProtectionRulesError):
 
 class AuditError(ProtectionRulesError):
     """The audit trail cannot be written or read."""
+
+
+class WriteError(ProtectionRulesError):
+    """A file the command rewrites (`protect fmt --write`) cannot be written; it is left as it was."""

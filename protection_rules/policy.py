@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +13,17 @@ from .errors import Issue, PolicyInvalid
 from .loading import DocumentInvalid, SourceMap, load_yaml, read_text
 from .protections import REGISTRY, Protection
 from .protections.regime_override import SEVERITIES
+from .reading import display_name
 from .validation import did_you_mean, schema_issues
 
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """A validated policy. `sha256` hashes its canonical JSON, so comments and layout don't count."""
+    """A validated policy. `sha256` hashes its canonical JSON, so comments and layout don't count.
+
+    `source_map` keeps where each value was written, so findings about a valid policy (lint
+    warnings) carry lines like errors do.
+    """
 
     name: str
     version: str
@@ -29,6 +34,7 @@ class Policy:
     sha256: str
     source: str
     document: Mapping[str, Any]
+    source_map: SourceMap = field(compare=False, repr=False)
 
     def priority(self, name: str) -> int:
         return self.hierarchy.index(name) + 1
@@ -36,9 +42,18 @@ class Policy:
 
 def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy file; raises `PolicyInvalid` carrying every issue found."""
-    name = str(path)
+    name = display_name(path)
     try:
-        data, source = load_yaml(read_text(path, name), name)
+        text = read_text(path, name)
+    except DocumentInvalid as exc:
+        raise PolicyInvalid(exc.issues) from None
+    return parse_policy(text, name)
+
+
+def parse_policy(text: str, name: str) -> Policy:
+    """Validate the text of a policy; `name` names it in issues. Raises `PolicyInvalid`."""
+    try:
+        data, source = load_yaml(text, name)
     except DocumentInvalid as exc:
         raise PolicyInvalid(exc.issues) from None
     return policy_from_data(data, source)
@@ -64,6 +79,7 @@ def policy_from_data(data: Any, source: SourceMap) -> Policy:
         sha256=hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
         source=source.file or "<policy>",
         document=data,
+        source_map=source,
     )
 
 

@@ -63,5 +63,12 @@ def issues_text(issues: Iterable[Issue]) -> str:
     return "\n".join(str(issue) for issue in issues)
 
 
+def warning_text(issue: Issue) -> str:
+    """A lint warning, shaped like an error line: `file:line:col: path: warning: message [code]`."""
+    where = issue.location()
+    head = f"{where}: {issue.path}" if where else issue.path
+    return f"{head}: warning: {issue.message} [{issue.code}]"
+
+
 def to_json_line(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, allow_nan=False)

@@ -16,6 +16,7 @@ from ..reporting import issues_text
 from .audit import audit
 from .commit import commit
 from .evaluate import evaluate
+from .fmt import fmt
 from .state import state
 from .validate import validate
 
@@ -57,6 +58,7 @@ cli.add_command(evaluate)
 cli.add_command(commit)
 cli.add_command(state)
 cli.add_command(audit)
+cli.add_command(fmt)
 
 
 def main() -> None:

@@ -12,7 +12,8 @@ import click
 from ..engine import Engine
 from ..errors import AuditError, UsageError
 from ..paths import AUDIT_ENV, STATE_ENV, default_audit_path, default_state_path
-from ..resources import default_policy_path
+from ..reading import STDIN
+from ..resources import default_policy_path, policies_dir
 from ..state import StateStore, open_state
 
 policy_option = click.option(
@@ -63,6 +64,27 @@ def open_store(path: str | None, *, for_writing: bool) -> StateStore | None:
             raise UsageError(f"{path}: no such file")
         return None
     return open_state(target, create=for_writing)
+
+
+def policy_files(paths: tuple[str, ...]) -> list[str]:
+    """The policy files a command reads: each path, every `*.yaml`/`*.yml` of a folder, `-` for
+    standard input (once); none given: `./policies` if it is a folder, else the shipped policies."""
+    if not paths:
+        local = Path("policies")
+        paths = (str(local if local.is_dir() else policies_dir()),)
+    if paths.count(STDIN) > 1:
+        raise UsageError("`-` (standard input) may be given only once")
+    files: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if raw != STDIN and path.is_dir():
+            found = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+            if not found:
+                raise UsageError(f"{raw}: no *.yaml policy files in this folder")
+            files.extend(str(f) for f in found)
+        else:
+            files.append(raw if raw == STDIN else existing(raw))
+    return files
 
 
 def existing(path: str) -> str:

@@ -1,0 +1,329 @@
+"""The canonical layout of a policy file (`protect fmt`): comments kept, content unchanged.
+
+Only a valid policy is formatted. The text is written anew from the validated data, so every
+value means what the loader read (YAML 1.1, like `policy.py`), and comments are carried over
+by position: a comment on its own line stays above the key or list item that follows it, a
+comment after a value stays at the end of that value's line. The result is checked before it
+is returned: it must validate, hash to the same sha256 and hold the same comments.
+
+The layout (README, "protect fmt"): keys in the schema's order, protections in hierarchy order
+(then any left out of it, in the schema's order); two-space indent; the hierarchy one name per
+line, every other list in flow style (`blocks: [close, decrease]`); one blank line before
+`hierarchy` and `protections` and between protection blocks, none anywhere else;
+strings quoted only where a plain scalar would read differently; no document markers; a final
+newline.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import stat
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import PolicyInvalid, Refused, WriteError
+from .loading import Path_, SourceMap, read_text
+from .policy import Policy, parse_policy
+from .reading import DocumentInvalid, display_name
+from .resources import schema
+
+INDENT = "  "
+# Top-level keys that open a section after the head (apiVersion, kind, metadata): a blank line
+# goes before each.
+SECTIONS = ("hierarchy", "protections")
+
+
+@dataclass(frozen=True, slots=True)
+class Formatted:
+    """A policy file and its canonical text; `sha256` is the same for both."""
+
+    name: str
+    original: str
+    text: str
+    sha256: str
+
+    @property
+    def changed(self) -> bool:
+        return self.text != self.original
+
+    def diff(self) -> str:
+        """A unified diff from the file to its canonical text (empty when unchanged)."""
+        return "".join(
+            difflib.unified_diff(
+                self.original.splitlines(keepends=True),
+                self.text.splitlines(keepends=True),
+                fromfile=self.name,
+                tofile=f"{self.name} (formatted)",
+            )
+        )
+
+
+def format_policies(paths: Iterable[str | Path]) -> list[Formatted]:
+    """Format every file; when any is invalid, raise `PolicyInvalid` with the issues of all of them."""
+    results, issues = [], []
+    for path in paths:
+        try:
+            results.append(format_policy(path))
+        except PolicyInvalid as exc:
+            issues.extend(exc.issues)
+    if issues:
+        raise PolicyInvalid(issues)
+    return results
+
+
+def format_policy(path: str | Path) -> Formatted:
+    name = display_name(path)
+    try:
+        text = read_text(path, name)
+    except DocumentInvalid as exc:
+        raise PolicyInvalid(exc.issues) from None
+    return format_text(text, name)
+
+
+def format_text(text: str, name: str) -> Formatted:
+    """The canonical layout of a policy's text. Raises `PolicyInvalid` for an invalid policy and
+    `Refused` if the layout would change its content or lose a comment (a bug: never written)."""
+    policy = parse_policy(text, name)
+    comments = scan_comments(text)
+    formatted = _Writer(policy, _anchored(comments, policy.source_map)).write()
+    _check(policy, comments, formatted, name)
+    return Formatted(name, text, formatted, policy.sha256)
+
+
+def write_formatted(path: str | Path, result: Formatted) -> None:
+    """Replace the file with its canonical text, atomically (a temporary file renamed over it),
+    keeping its permissions; refused if the file changed since it was read."""
+    target = Path(os.path.realpath(path))
+    try:
+        if read_text(target, result.name) != result.original:
+            raise Refused(f"{result.name}: the file changed while it was formatted; it is left as it is")
+        mode = stat.S_IMODE(target.stat().st_mode)
+        fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except (OSError, DocumentInvalid) as exc:
+        raise WriteError(f"{result.name}: cannot write: {_reason(exc)}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(result.text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, target)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise WriteError(f"{result.name}: cannot write: {_reason(exc)}") from None
+
+
+def _reason(exc: Exception) -> str:
+    return (getattr(exc, "strerror", None) or str(exc)).lower()
+
+
+def _check(policy: Policy, comments: list[Comment], formatted: str, name: str) -> None:
+    try:
+        after = parse_policy(formatted, name).sha256
+    except PolicyInvalid as exc:
+        raise Refused(f"{name}: the canonical layout does not validate ({exc}); the file is left as it is") from None
+    if after != policy.sha256:
+        raise Refused(f"{name}: the canonical layout would change the policy's sha256 ({policy.sha256[:12]} -> {after[:12]})")
+    if Counter(c.text for c in scan_comments(formatted)) != Counter(c.text for c in comments):
+        raise Refused(f"{name}: the canonical layout would lose a comment; the file is left as it is")
+
+
+# ------------------------------------------------------------------------------------ comments
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    """A comment, from `#` to the end of its line (trailing spaces dropped), 1-based position."""
+
+    line: int
+    column: int
+    text: str
+    own_line: bool
+
+
+def scan_comments(text: str) -> list[Comment]:
+    """Every comment of a YAML text. The scanner skips only spaces, line breaks and comments
+    between tokens, so every `#` in a gap between two tokens starts a comment."""
+    found: list[Comment] = []
+    end = 0
+    for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        start = token.start_mark.index
+        at = text.find("#", end, start)
+        while at >= 0:
+            stop = text.find("\n", at, start)
+            stop = start if stop < 0 else stop
+            line_start = text.rfind("\n", 0, at) + 1
+            found.append(
+                Comment(
+                    line=text.count("\n", 0, at) + 1,
+                    column=at - line_start + 1,
+                    text=text[at:stop].rstrip(),
+                    own_line=not text[line_start:at].strip(),
+                )
+            )
+            at = text.find("#", stop, start)
+        end = max(end, token.end_mark.index)
+    return found
+
+
+@dataclass
+class _Anchored:
+    """The comments of a policy by the output line they belong to (a key's or a list item's path)."""
+
+    header: list[str] = field(default_factory=list)
+    footer: list[str] = field(default_factory=list)
+    leading: dict[Path_, list[str]] = field(default_factory=dict)
+    trailing: dict[Path_, list[str]] = field(default_factory=dict)
+
+
+def _anchored(comments: list[Comment], source: SourceMap) -> _Anchored:
+    # Lines of output start at mapping keys and at items of the hierarchy; an item of any
+    # other list is written on its key's line, in flow style.
+    starts = sorted(
+        [(at, path) for path, at in source.keys.items()]
+        + [(at, path) for path, at in source.values.items() if path[:1] == ("hierarchy",) and len(path) == 2]
+    )
+    first = starts[0][1] if starts else None
+    result = _Anchored()
+    for comment in comments:
+        where = (comment.line, comment.column)
+        if comment.own_line:
+            following = [path for at, path in starts if at > where]
+            if not following:
+                result.footer.append(comment.text)
+            elif following[0] == first:
+                result.header.append(comment.text)
+            else:
+                result.leading.setdefault(following[0], []).append(comment.text)
+        else:
+            # the first line started on the comment's line (`hierarchy: [...]  # x` is about
+            # the hierarchy), else the last one started before it (a continued flow list)
+            same = [path for (line, _), path in starts if line == comment.line]
+            preceding = [path for at, path in starts if at < where]
+            if same or preceding:
+                result.trailing.setdefault((same or preceding[-1:])[0], []).append(comment.text)
+            else:
+                result.header.append(comment.text)
+    return result
+
+
+# ------------------------------------------------------------------------------------- writing
+
+
+class _Writer:
+    def __init__(self, policy: Policy, comments: _Anchored):
+        self.policy = policy
+        self.comments = comments
+        self.lines: list[str] = list(comments.header)
+
+    def write(self) -> str:
+        self._mapping(self.policy.document, schema("policy"), (), 0)
+        if self.comments.footer:
+            self.lines += ["", *self.comments.footer]
+        return "\n".join(self.lines) + "\n"
+
+    def _line(self, path: Path_, depth: int, text: str, *, blank_before: bool = False) -> None:
+        trailing = self.comments.trailing.get(path, [])
+        # a line keeps one trailing comment; any more (from a multi-line flow list) go above it
+        leading = self.comments.leading.get(path, []) + trailing[1:]
+        if blank_before:
+            self.lines.append("")
+        self.lines += [INDENT * depth + comment for comment in leading]
+        self.lines.append(INDENT * depth + text + (f"  {trailing[0]}" if trailing else ""))
+
+    def _mapping(self, data: Mapping[str, Any], node: Mapping[str, Any], path: Path_, depth: int) -> None:
+        properties = node.get("properties", {})
+        for index, key in enumerate(self._order(data, properties, path)):
+            value, child = data[key], path + (key,)
+            blank = (path == () and key in SECTIONS) or (path == ("protections",) and index > 0)
+            if isinstance(value, dict):
+                self._line(child, depth, f"{key}:", blank_before=blank)
+                self._mapping(value, properties.get(key, {}), child, depth + 1)
+            elif isinstance(value, list) and child == ("hierarchy",):
+                self._line(child, depth, f"{key}:", blank_before=blank)
+                for position, item in enumerate(value):
+                    self._line(child + (position,), depth + 1, f"- {scalar(item)}")
+            elif isinstance(value, list):
+                items = ", ".join(scalar(item, flow=True) for item in value)
+                self._line(child, depth, f"{key}: [{items}]", blank_before=blank)
+            else:
+                self._line(child, depth, f"{key}: {scalar(value)}", blank_before=blank)
+
+    def _order(self, data: Mapping[str, Any], properties: Mapping[str, Any], path: Path_) -> list[str]:
+        known = list(properties)
+        if path == ("protections",):
+            hierarchy = [name for name in self.policy.hierarchy if name in data]
+            known = hierarchy + [name for name in known if name not in hierarchy]
+        return sorted(data, key=lambda key: (known.index(key) if key in known else len(known), key))
+
+
+# -------------------------------------------------------------------------------------- scalars
+
+
+def scalar(value: Any, *, flow: bool = False) -> str:
+    """A YAML 1.1 scalar that reads back as `value` (type included): plain where that is exact."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _float(value)
+    return value if _plain_ok(value, flow) else _quoted(value)
+
+
+def _float(value: float) -> str:
+    if not math.isfinite(value):  # validation refuses these; never written as something else
+        raise ValueError(f"cannot write `{value}`")
+    text = repr(value)
+    mantissa, _, exponent = text.partition("e")
+    # YAML 1.1 reads a float only with a dot in it (`1e-05` would be a string)
+    if "." not in mantissa:
+        mantissa += ".0"
+    return f"{mantissa}e{exponent}" if exponent else mantissa
+
+
+def _plain_ok(text: str, flow: bool) -> bool:
+    if not text or "\n" in text or not all(_printable(c) for c in text):
+        return False
+    if flow and any(c in text for c in ",[]{}"):
+        return False
+    try:
+        return yaml.safe_load(f"key: {text}\n") == {"key": text}
+    except yaml.YAMLError:
+        return False
+
+
+def _printable(char: str) -> bool:
+    code = ord(char)
+    return 0x20 <= code <= 0x7E or (0xA0 <= code <= 0xD7FF) or (0xE000 <= code <= 0xFFFD and code != 0xFEFF) or code >= 0x10000
+
+
+def _quoted(text: str) -> str:
+    if all(_printable(c) for c in text):
+        return "'" + text.replace("'", "''") + "'"
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in '\\"':
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        elif _printable(char):
+            out.append(char)
+        elif code <= 0xFF:
+            out.append(f"\\x{code:02x}")
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
