@@ -196,6 +196,9 @@ def _build(node: Node, path: Path_, source: SourceMap, issues: list[Issue]) -> A
                 continue
             key = key_node.value
             child = path + (key,)
+            if _has_surrogate(key):
+                issues.append(_at(key_node, "yaml-value", path, _SURROGATE, source))
+                continue
             if key in result:
                 first = source.keys[child]
                 issues.append(
@@ -221,7 +224,19 @@ def _build(node: Node, path: Path_, source: SourceMap, issues: list[Issue]) -> A
         return None
     if isinstance(value, float) and not math.isfinite(value):
         issues.append(_at(node, "yaml-non-finite", path, f"`{node.value}` is not a finite number", source))
+    if isinstance(value, str) and _has_surrogate(value):
+        issues.append(_at(node, "yaml-value", path, _SURROGATE, source))
+        return None
     return value
+
+
+# An escape such as "\ud83d" makes half a character, which no UTF-8 output (a message, a hash)
+# can hold.
+_SURROGATE = "an escaped surrogate (`\\ud800`-`\\udfff`) is not a character; write the character itself"
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= char <= "\udfff" for char in text)
 
 
 def _at(node: Node, code: str, path: Path_, message: str, source: SourceMap) -> Issue:

@@ -119,6 +119,13 @@ def _yaml_cases():
         )
     )
 
+    # An escaped surrogate is half a character: no message or hash could hold it. The value
+    # `"x\ud83d\ude00"` starts at column 10; the key `"\udc00":` at column 3.
+    text = edited(("  owner: risk-team", '  owner: "x\\ud83d\\ude00"'))
+    cases.append(("surrogate-value", text, [("yaml-value", "$.metadata.owner", line_of(text, "ude00"), 10)]))
+    text = edited(("  owner: risk-team", '  owner: risk-team\n  "\\udc00": 1'))
+    cases.append(("surrogate-key", text, [("yaml-value", "$.metadata", line_of(text, "udc00"), 3)]))
+
     # Keys must be plain names: a complex key `? [a, b]` (the key node starts at column 3),
     # and a merge key `<<` (which would splice a mapping in).
     text = DEFAULT_TEXT + "? [a, b]\n: 1\n"
