@@ -133,6 +133,18 @@ def test_messy_policy_is_normalised():
     assert result.sha256 == parse_policy(MESSY, "messy.yaml").sha256 == parse_policy(MESSY_FORMATTED, "out.yaml").sha256
 
 
+def test_protections_follow_the_hierarchy_then_the_schema():
+    # whipsaw before holding in the hierarchy; core left out of it (disabled): it comes last
+    text = edited(
+        ("  - core_asset_immunity\n", ""),
+        ("  - holding_period\n  - whipsaw_protection\n", "  - whipsaw_protection\n  - holding_period\n"),
+        ("  core_asset_immunity:\n    enabled: true", "  core_asset_immunity:\n    enabled: false"),
+    )
+    lines = format_text(text, "p.yaml").text.splitlines()
+    blocks = [line.strip(" :") for line in lines[lines.index("protections:") + 1 :] if line.startswith("  ") and line[2] != " "]
+    assert blocks == ["regime_override", "grace_period", "whipsaw_protection", "holding_period", "core_asset_immunity"]
+
+
 # Inputs of every shape the tests know: each must keep its sha256 and reach a fixed point.
 INPUTS = [("default", DEFAULT_TEXT), ("messy", MESSY)] + [(name, edited(*edits)) for name, edits in LAYOUT_EDITS]
 
