@@ -31,8 +31,8 @@ import yaml
 
 from .errors import PolicyInvalid, Refused, WriteError
 from .loading import Path_, SourceMap, read_text
-from .policy import Policy, parse_policy
-from .reading import DocumentInvalid, display_name
+from .policy import Policy, parse_policy, read_policy_text
+from .reading import DocumentInvalid
 from .resources import schema
 
 INDENT = "  "
@@ -80,12 +80,7 @@ def format_policies(paths: Iterable[str | Path]) -> list[Formatted]:
 
 
 def format_policy(path: str | Path) -> Formatted:
-    name = display_name(path)
-    try:
-        text = read_text(path, name)
-    except DocumentInvalid as exc:
-        raise PolicyInvalid(exc.issues) from None
-    return format_text(text, name)
+    return format_text(*read_policy_text(path))
 
 
 def format_text(text: str, name: str) -> Formatted:

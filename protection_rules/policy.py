@@ -42,12 +42,16 @@ class Policy:
 
 def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy file; raises `PolicyInvalid` carrying every issue found."""
+    return parse_policy(*read_policy_text(path))
+
+
+def read_policy_text(path: str | Path) -> tuple[str, str]:
+    """The text of a policy file (`-`: standard input, bounded) and the name its issues give it."""
     name = display_name(path)
     try:
-        text = read_text(path, name)
+        return read_text(path, name), name
     except DocumentInvalid as exc:
         raise PolicyInvalid(exc.issues) from None
-    return parse_policy(text, name)
 
 
 def parse_policy(text: str, name: str) -> Policy:
