@@ -6,7 +6,7 @@ by position: a comment on its own line stays above the key or list item that fol
 comment after a value stays at the end of that value's line. The result is checked before it
 is returned: it must validate, hash to the same sha256 and hold the same comments.
 
-The layout (README, "protect fmt"): keys in the schema's order, protections in hierarchy order
+The layout (README, "The canonical layout"): keys in the schema's order, protections in hierarchy order
 (then any left out of it, in the schema's order); two-space indent; the hierarchy one name per
 line, every other list in flow style (`blocks: [close, decrease]`); one blank line before
 `hierarchy` and `protections` and between protection blocks, none anywhere else;

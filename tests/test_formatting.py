@@ -398,3 +398,30 @@ def test_fmt_missing_file_is_a_usage_error(tmp_path):
     result = run("fmt", "--check", str(tmp_path / "nope.yaml"))
     assert result.exit_code == 2
     assert result.stderr == f"protect: {tmp_path / 'nope.yaml'}: no such file\n"
+
+
+def test_fmt_write_that_cannot_create_its_temporary_file_is_exit_4(tmp_path, monkeypatch):
+    def refuse(**_):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(formatting.tempfile, "mkstemp", refuse)
+    file = tmp_path / "p.yaml"
+    file.write_text(MESSY, encoding="utf-8")
+    result = run("fmt", "--write", str(file))
+    assert result.exit_code == 4
+    assert result.stderr == f"protect: {file}: cannot write: permission denied\n"
+    assert file.read_text(encoding="utf-8") == MESSY
+
+
+def test_fmt_write_that_cannot_rename_leaves_the_file_and_no_temporary(tmp_path, monkeypatch):
+    def refuse(source, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(formatting.os, "replace", refuse)
+    file = tmp_path / "p.yaml"
+    file.write_text(MESSY, encoding="utf-8")
+    result = run("fmt", "--write", str(file))
+    assert result.exit_code == 4
+    assert "cannot write: no space left on device" in result.stderr
+    assert file.read_text(encoding="utf-8") == MESSY
+    assert sorted(os.listdir(tmp_path)) == ["p.yaml"]
