@@ -10,7 +10,7 @@ from ..errors import PolicyInvalid
 from ..policy import load_policy
 from ..reporting import to_json_line
 from ..resources import policies_dir
-from .options import existing
+from .options import echo_report, existing, format_option, output_option, say, verbosity, verbosity_options
 
 
 def _policy_files(paths: tuple[str, ...]) -> list[Path]:
@@ -32,12 +32,15 @@ def _policy_files(paths: tuple[str, ...]) -> list[Path]:
 
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@format_option()
+@output_option
+@verbosity_options
 def validate(paths: tuple[str, ...], fmt: str) -> None:
     """Validate policy files (default: every policy under ./policies, else the shipped ones).
 
     Prints `file:line:col: path: message` for every error. Exit 0 when all are valid, 1 when
-    any is invalid, 2 on a usage error (such as a file that does not exist).
+    any is invalid, 2 on a usage error (such as a file that does not exist). Text: -q prints
+    only the errors; -v also each valid policy's full sha256.
 
     \b
     Example:
@@ -62,17 +65,19 @@ def validate(paths: tuple[str, ...], fmt: str) -> None:
             )
     invalid = [r for r in results if not r["valid"]]
     if fmt == "json":
-        click.echo(
+        echo_report(
             to_json_line({"valid": not invalid, "files": [{k: v for k, v in r.items() if k != "_issues"} for r in results]})
         )
     else:
         for result in results:
             if result["valid"]:
                 meta = result["policy"]
-                click.echo(f"{result['file']}: ok ({meta['name']} {meta['version']}, sha256 {meta['sha256'][:12]})")
+                digest = meta["sha256"] if verbosity() > 0 else meta["sha256"][:12]
+                if verbosity() >= 0:
+                    echo_report(f"{result['file']}: ok ({meta['name']} {meta['version']}, sha256 {digest})")
             else:
                 for issue in result["_issues"]:
-                    click.echo(str(issue))
+                    echo_report(str(issue))
         errors = sum(len(r["errors"]) for r in invalid)
-        click.echo(f"{len(results)} file(s) checked, {len(invalid)} invalid, {errors} error(s)", err=True)
+        say(f"{len(results)} file(s) checked, {len(invalid)} invalid, {errors} error(s)", level=0)
     raise click.exceptions.Exit(1 if invalid else 0)
