@@ -220,8 +220,9 @@ def test_audit_quiet_and_verbose(audit_log):
     assert "1 record(s)" in verbose.stderr
 
 
-def test_quiet_and_verbose_together_are_a_usage_error():
-    result = run("validate", "-q", "-v")
+@pytest.mark.parametrize("args", [["validate", "-q", "-v"], ["audit", "verify", "-v", "-q", "--format", "json", "--audit", "x"]])
+def test_quiet_and_verbose_together_are_a_usage_error(args):
+    result = run(*args)
     assert result.exit_code == 2
     assert "--quiet and --verbose exclude each other" in result.stderr
 

@@ -230,7 +230,9 @@ def finish_output(ctx: click.Context, *, keep: bool) -> None:
 def _remember_verbosity(level: int) -> Callable[[click.Context, click.Parameter, bool], None]:
     def remember(ctx: click.Context, param: click.Parameter, value: bool) -> None:
         if value:
-            ctx.meta.setdefault(VERBOSITY_KEY, set()).add(level)
+            if ctx.meta.get(VERBOSITY_KEY, level) != level:
+                raise UsageError("--quiet and --verbose exclude each other")
+            ctx.meta[VERBOSITY_KEY] = level
 
     return remember
 
@@ -252,10 +254,7 @@ def verbosity_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def verbosity() -> int:
     """-1 under `--quiet`, 1 under `--verbose`, else 0."""
-    levels = click.get_current_context().meta.get(VERBOSITY_KEY, set())
-    if len(levels) > 1:
-        raise UsageError("--quiet and --verbose exclude each other")
-    return next(iter(levels), 0)
+    return click.get_current_context().meta.get(VERBOSITY_KEY, 0)
 
 
 def say(message: str, *, level: int = 1) -> None:
