@@ -17,6 +17,7 @@ from .audit import audit
 from .commit import commit
 from .evaluate import evaluate
 from .state import state
+from .test import test_command
 from .validate import validate
 
 EXIT_CODES_HELP = """\b
@@ -57,6 +58,7 @@ cli.add_command(evaluate)
 cli.add_command(commit)
 cli.add_command(state)
 cli.add_command(audit)
+cli.add_command(test_command)
 
 
 def main() -> None:
