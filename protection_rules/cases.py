@@ -70,14 +70,17 @@ def load_cases(path: str | Path, *, policy: str | Path | None = None) -> CaseFil
         data, source = load_yaml(read_text(path, name), name)
     except DocumentInvalid as exc:
         raise CasesInvalid(exc.issues) from None
+    document = data if isinstance(data, dict) else {}
+    listed = document.get("cases")
+    # the second pass reads only well-shaped cases: the schema reports the others
+    items = [(i, c) for i, c in enumerate(listed) if isinstance(c, dict)] if isinstance(listed, list) else []
     issues = schema_issues("cases", data, source)
-    if issues:
-        raise CasesInvalid(issues)
-    issues = _name_issues(data["cases"], source) + _instant_issues(data["cases"], source)
+    reported = {issue.path for issue in issues}
+    issues += _name_issues(items, source) + [i for i in _instant_issues(items, source) if i.path not in reported]
     if policy is not None:
         policy_path = Path(policy)
-    elif "policy" in data:
-        policy_path = Path(os.path.normpath(Path(path).parent / data["policy"]))
+    elif isinstance(document.get("policy"), str) and document["policy"]:
+        policy_path = Path(os.path.normpath(Path(path).parent / document["policy"]))
         if not policy_path.is_file():
             issues.append(source.issue("case-policy-missing", ("policy",), f"policy file `{policy_path}` does not exist"))
     else:
@@ -148,11 +151,13 @@ def _rooted(source: SourceMap, prefix: Path_) -> SourceMap:
     return rooted
 
 
-def _name_issues(cases: list[Mapping[str, Any]], source: SourceMap) -> list[Issue]:
+def _name_issues(items: list[tuple[int, dict[str, Any]]], source: SourceMap) -> list[Issue]:
     first: dict[str, int] = {}
     issues = []
-    for index, case in enumerate(cases):
-        name = case["name"]
+    for index, case in items:
+        name = case.get("name")
+        if not isinstance(name, str):
+            continue
         if name in first:
             line, _ = source.locate(("cases", first[name], "name"))
             message = f"case `{name}` is defined twice (first on line {line})"
@@ -162,20 +167,24 @@ def _name_issues(cases: list[Mapping[str, Any]], source: SourceMap) -> list[Issu
     return issues
 
 
-def _instant_issues(cases: list[Mapping[str, Any]], source: SourceMap) -> list[Issue]:
+def _instant_issues(items: list[tuple[int, dict[str, Any]]], source: SourceMap) -> list[Issue]:
     """The schema checks an instant's shape; a day or an hour out of range shows only when parsed."""
     found: list[tuple[Path_, Any]] = []
-    for index, case in enumerate(cases):
-        expect = case["expect"]
+    for index, case in items:
+        expect = case.get("expect")
+        if not isinstance(expect, dict):
+            continue
         if "unblocks_at" in expect:
             found.append((("cases", index, "expect", "unblocks_at"), expect["unblocks_at"]))
-        for system, value in expect.get("trace_unblocks_at", {}).items():
+        per_system = expect.get("trace_unblocks_at")
+        for system, value in per_system.items() if isinstance(per_system, dict) else ():
             found.append((("cases", index, "expect", "trace_unblocks_at", system), value))
     issues = []
     for place, value in found:
+        if not isinstance(value, str):
+            continue
         try:
-            if value is not None:
-                parse_instant(value)
+            parse_instant(value)
         except ValueError as exc:
             issues.append(source.issue("timestamp-invalid", place, str(exc)))
     return issues
