@@ -439,3 +439,19 @@ def test_junit_xml_that_cannot_be_written_is_a_usage_error(tmp_path):
 def test_help_says_how_coverage_is_measured():
     result = run("test", "--help")
     assert "Coverage % = rule ids fired / rule ids compiled" in " ".join(result.output.split())
+
+
+def test_the_readme_case_example_passes(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Testing a policy\n", 1)[1].split("\n## ", 1)[0]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "default.yaml").write_text(default_policy_path().read_text())
+    (tmp_path / "cases").mkdir()
+    (tmp_path / "cases" / "readme.yaml").write_text(example)
+    result = run("test", str(tmp_path / "cases"))
+    assert (result.exit_code, result.output) == (0, "1 passed, 0 failed\n")
+    # every expectation the format has is in the example
+    assert set(load_cases(tmp_path / "cases" / "readme.yaml").cases[0].expect) == set(
+        schema("cases")["$defs"]["expect"]["properties"]
+    )
