@@ -47,3 +47,14 @@ def comparable(decision: Any) -> dict[str, Any]:
     for key in ("trace_id", "decision_id", "decision_time_ms"):
         out.pop(key, None)
     return out
+
+
+def walk_schema(node: Any, where: str = "#"):
+    """Every (location, sub-schema) in a schema document, the location as a JSON pointer."""
+    if isinstance(node, dict):
+        yield where, node
+        for key, value in node.items():
+            yield from walk_schema(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from walk_schema(value, f"{where}/{index}")

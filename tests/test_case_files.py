@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
+from spec_helpers import walk_schema
 
 from protection_rules.cases import Case, find_case_files, load_case_files, load_cases
 from protection_rules.errors import CasesInvalid, UsageError
@@ -221,16 +221,6 @@ def test_case_is_a_value():
 # ----------------------------------------------------------------------------------- the schema
 
 
-def _walk(node: Any, where: str = "#"):
-    if isinstance(node, dict):
-        yield where, node
-        for key, value in node.items():
-            yield from _walk(value, f"{where}/{key}")
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _walk(value, f"{where}/{index}")
-
-
 # open on purpose: the engine validates a request (an invalid one is a case too), the merged
 # policy validates overrides, and facts differ per protection (a fact not there is a failure)
 OPEN = {"#/$defs/case/properties/request", "#/$defs/case/properties/policy_overrides"} | {
@@ -240,18 +230,18 @@ OPEN = {"#/$defs/case/properties/request", "#/$defs/case/properties/policy_overr
 
 
 def test_case_schema_objects_are_closed_except_the_open_ones():
-    objects = [(where, node) for where, node in _walk(SCHEMA) if node.get("type") == "object" or "properties" in node]
+    objects = [(where, node) for where, node in walk_schema(SCHEMA) if node.get("type") == "object" or "properties" in node]
     assert len(objects) >= 8
     for where, node in objects:
         if where not in OPEN:
             assert node.get("additionalProperties") is False, where
-    assert all(where in dict(_walk(SCHEMA)) for where in OPEN)
+    assert all(where in dict(walk_schema(SCHEMA)) for where in OPEN)
 
 
 def test_every_case_schema_property_has_a_description():
     properties = [
         (f"{where}/{name}", spec)
-        for where, node in _walk(SCHEMA)
+        for where, node in walk_schema(SCHEMA)
         if isinstance(node.get("properties"), dict) and not where.endswith("/properties")
         for name, spec in node["properties"].items()
     ]
