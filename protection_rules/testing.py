@@ -107,6 +107,8 @@ class Engines:
         try:
             return self.get(case.policy, case.policy_overrides, source=case.overrides_source)
         except PolicyInvalid as exc:
+            if not case.policy_overrides:  # the policy file itself fails to compile
+                raise
             prefix = json_path(("cases", case.index, "policy_overrides"))
             raise CasesInvalid(
                 Issue(i.code, prefix + i.path[1:], f"the policy with these overrides is invalid: {i.message}", *_where(i, case))
