@@ -96,6 +96,12 @@ class RequestInvalid(InputInvalid):
     kind = "request"
 
 
+class CasesInvalid(InputInvalid):
+    """A case file of `protect test` that does not validate (or whose overrides make its policy invalid)."""
+
+    kind = "case file"
+
+
 class DecisionInvalid(InputInvalid):
     """A decision handed to `commit` that does not validate or is not the one the engine issued."""
 

@@ -24,6 +24,7 @@ from .commit import commit
 from .evaluate import evaluate
 from .options import FORMAT_KEY, JSON_NAMES, finish_output, report_file
 from .state import state
+from .test import test_command
 from .validate import validate
 
 EXIT_CODES_HELP = """\b
@@ -196,6 +197,7 @@ cli.add_command(evaluate)
 cli.add_command(commit)
 cli.add_command(state)
 cli.add_command(audit)
+cli.add_command(test_command)
 
 
 def main() -> None:
