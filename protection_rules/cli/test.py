@@ -12,7 +12,7 @@ from ..cases import load_case_files
 from ..errors import UsageError
 from ..reporting import to_json_line
 from ..testing import run_cases, summary
-from .options import existing
+from .options import echo_report, existing, format_option, output_option, verbosity, verbosity_options
 
 
 @click.command("test")
@@ -24,7 +24,9 @@ from .options import existing
     default=None,
     help="Policy YAML for every case. [default: each file's `policy:`, else the shipped default policy]",
 )
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@format_option()
+@output_option
+@verbosity_options
 @click.option("--junit-xml", "junit_path", type=click.Path(dir_okay=False), default=None, help="Also write JUnit XML to FILE.")
 @click.option(
     "--coverage",
@@ -61,14 +63,14 @@ def test_command(cases, policy_path, fmt, junit_path, with_coverage, min_coverag
         _write(junit_path, junit_xml(results))
     report = report_dict(results, coverage, min_coverage)
     if fmt == "json":
-        click.echo(to_json_line(report))
+        echo_report(to_json_line(report))
     else:
         for result in results:
-            if not result.passed:
-                click.echo(failure_text(result) + "\n")
+            if not result.passed and verbosity() >= 0:
+                echo_report(failure_text(result) + "\n")
         if coverage is not None:
-            click.echo(coverage_text(coverage, min_coverage) + "\n")
-        click.echo(summary(results))
+            echo_report(coverage_text(coverage, min_coverage) + "\n")
+        echo_report(summary(results))
     raise click.exceptions.Exit(0 if report["ok"] else 1)
 
 
