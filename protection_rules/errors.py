@@ -54,21 +54,27 @@ class Issue:
 
 
 class ProtectionRulesError(Exception):
-    """Root of every error this package raises on purpose; the CLI maps `exit_code` in one place."""
+    """Root of every error this package raises on purpose; the CLI maps `exit_code` in one place.
+
+    `code` names the class in machine-readable error reports (`schemas/error.v1.schema.json`).
+    """
 
     exit_code = EXIT_INTERNAL
+    code = "internal-error"
 
 
 class UsageError(ProtectionRulesError):
     """The command was called wrongly: a file that does not exist, a closed standard input."""
 
     exit_code = EXIT_USAGE
+    code = "usage"
 
 
 class InputInvalid(ProtectionRulesError):
     """A document (policy or request) that does not validate; carries every issue found."""
 
     exit_code = EXIT_INVALID_INPUT
+    code = "input-invalid"
     kind = "input"
 
     def __init__(self, issues: Iterable[Issue]):
@@ -81,16 +87,25 @@ class InputInvalid(ProtectionRulesError):
 
 
 class PolicyInvalid(InputInvalid):
+    code = "policy-invalid"
     kind = "policy"
 
 
 class RequestInvalid(InputInvalid):
+    code = "request-invalid"
     kind = "request"
+
+
+class CasesInvalid(InputInvalid):
+    """A case file of `protect test` that does not validate (or whose overrides make its policy invalid)."""
+
+    kind = "case file"
 
 
 class DecisionInvalid(InputInvalid):
     """A decision handed to `commit` that does not validate or is not the one the engine issued."""
 
+    code = "decision-invalid"
     kind = "decision"
 
 
@@ -98,19 +113,34 @@ class Refused(ProtectionRulesError):
     """A well-formed operation the policy or the store's rules do not allow (a core limit)."""
 
     exit_code = EXIT_INVALID_INPUT
+    code = "refused"
 
 
 class EngineFailure(ProtectionRulesError):
     """The rule network failed or disagreed with its mirror; the decision must deny."""
 
+    code = "engine-failure"
+
 
 class StateError(ProtectionRulesError):
     """The state store cannot be read or written."""
+
+    code = "state-error"
 
 
 class AuditError(ProtectionRulesError):
     """The audit trail cannot be written or read."""
 
+    code = "audit-error"
+
+
+class OutputError(ProtectionRulesError):
+    """A report cannot be written to the file named with `--output`."""
+
+    code = "output-error"
+
 
 class WriteError(ProtectionRulesError):
     """A file the command rewrites (`protect fmt --write`) cannot be written; it is left as it was."""
+
+    code = "write-error"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .canonical import content_hash
 from .errors import Issue, PolicyInvalid
 from .loading import DocumentInvalid, SourceMap, load_yaml, read_text
 from .protections import REGISTRY, Protection
@@ -72,7 +71,6 @@ def policy_from_data(data: Any, source: SourceMap) -> Policy:
     if issues:
         raise PolicyInvalid(_dedupe(issues))
     meta = data["metadata"]
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return Policy(
         name=meta["name"],
         version=meta["version"],
@@ -80,7 +78,7 @@ def policy_from_data(data: Any, source: SourceMap) -> Policy:
         owner=meta["owner"],
         hierarchy=tuple(data["hierarchy"]),
         protections={key: REGISTRY[key](block) for key, block in data["protections"].items()},
-        sha256=hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
+        sha256=content_hash(data),
         source=source.file or "<policy>",
         document=data,
         source_map=source,

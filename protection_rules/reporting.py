@@ -28,13 +28,18 @@ def decision_json(decision: ProtectionDecision, *, indent: int | None = None, li
     return json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False)
 
 
-def decision_text(decision: ProtectionDecision, *, label: str | None = None) -> str:
-    """A verdict line, then one row per protection: priority, name, status, reason."""
+def verdict_line(decision: ProtectionDecision, *, label: str | None = None) -> str:
+    """APPROVED or DENIED, the action and asset, when, and the reason: the first line of the text."""
     verdict = click.style("APPROVED", fg="green", bold=True) if decision.approved else click.style("DENIED", fg="red", bold=True)
     subject = " ".join(part for part in (decision.action, decision.asset) if part) or "request"
     when = f" at {format_instant(decision.evaluated_at)}" if decision.evaluated_at is not None else ""
     head = f"{label}: " if label else ""
-    lines = [f"{head}{verdict}  {subject}{when}  ({decision.reason})"]
+    return f"{head}{verdict}  {subject}{when}  ({decision.reason})"
+
+
+def decision_text(decision: ProtectionDecision, *, label: str | None = None) -> str:
+    """A verdict line, then one row per protection: priority, name, status, reason."""
+    lines = [verdict_line(decision, label=label)]
     if decision.state_source == "store":
         lines.append("  state: read from the state store")
     if decision.override_reason:

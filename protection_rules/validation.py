@@ -31,6 +31,7 @@ _CODES = {
     "maxLength": "schema-length",
     "minItems": "schema-length",
     "maxItems": "schema-length",
+    "minProperties": "schema-length",
     "uniqueItems": "schema-unique",
 }
 
@@ -119,6 +120,8 @@ def _translate(error: jsonschema.ValidationError, source: SourceMap) -> list[Iss
         message = f"`{_show(value, as_json=False)}` is not a valid `{name}`: {expected[0].lower() + expected[1:].rstrip('.')}"
     elif keyword in ("minLength", "minItems"):
         message = f"`{name}` must not be shorter than {error.validator_value}"
+    elif keyword == "minProperties":
+        message = f"`{name}` must have at least {error.validator_value} field{'s' * (error.validator_value != 1)}"
     elif keyword in ("maxLength", "maxItems"):
         message = f"`{name}` must not be longer than {error.validator_value}"
     elif keyword == "uniqueItems":

@@ -39,5 +39,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture(autouse=True)
 def _isolated_state_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state-home")))
-    monkeypatch.delenv("PROTECT_STATE", raising=False)
-    monkeypatch.delenv("PROTECT_AUDIT", raising=False)
+    # every option reads PROTECT_<COMMAND>_<OPTION>, and colour follows NO_COLOR: none of the
+    # caller's settings may change what a test sees
+    for name in list(os.environ):
+        if name.startswith(("PROTECT_", "_PROTECT_")) or name == "NO_COLOR":
+            monkeypatch.delenv(name)

@@ -18,6 +18,7 @@ import jsonschema
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from spec_helpers import walk_schema
 
 from protection_rules.errors import RequestInvalid
 from protection_rules.parsing import _fast_valid, parse_request
@@ -49,17 +50,6 @@ def test_schema_is_a_valid_schema(path):
     assert schema["$id"].endswith(path.name)
 
 
-def _walk(node: Any, where: str = "#"):
-    """Every (location, sub-schema) in a schema document."""
-    if isinstance(node, dict):
-        yield where, node
-        for key, value in node.items():
-            yield from _walk(value, f"{where}/{key}")
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _walk(value, f"{where}/{index}")
-
-
 def _is_object_schema(node: dict) -> bool:
     kind = node.get("type")
     return kind == "object" or (isinstance(kind, list) and "object" in kind) or "properties" in node
@@ -67,7 +57,7 @@ def _is_object_schema(node: dict) -> bool:
 
 def test_policy_schema_objects_are_closed():
     # A typo in a policy must never be silently ignored: every object refuses unknown keys.
-    objects = [(where, node) for where, node in _walk(POLICY_SCHEMA) if _is_object_schema(node)]
+    objects = [(where, node) for where, node in walk_schema(POLICY_SCHEMA) if _is_object_schema(node)]
     assert len(objects) >= 8  # root, metadata, protections, five blocks, bypass
     for where, node in objects:
         assert node.get("additionalProperties") is False, where

@@ -15,7 +15,7 @@ record with
 - `prev_hash`: the `hash` of the previous record (64 zeros for the first);
 - `batch`: {"first": sequence of the batch's first record, "size": records in the batch}
   (absent in records written before batches were stamped: each is a batch of its own);
-- `hash`: sha256 of the record's canonical JSON (`canonical_json`: sorted keys, no spaces,
+- `hash`: sha256 of the record's canonical JSON (`protection_rules.canonical`: sorted keys, no spaces,
   UTF-8, no NaN) including the stamps above, excluding `hash`.
 
 So `verify` detects a changed, deleted or reordered record and names the first bad one. What a
@@ -77,6 +77,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..canonical import canonical_json
 from .base import AuditSink, Mode, UnwritableAudit
 from .chain import (
     EVENT_FIELDS,
@@ -85,7 +86,6 @@ from .chain import (
     KINDS,
     RECORD_FIELDS,
     VerifyResult,
-    canonical_json,
     record_hash,
     record_kind,
 )

@@ -6,12 +6,11 @@ described in the package docstring (`protection_rules.audit`)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..canonical import canonical_json, content_hash, sha256_hex
 from ..errors import AuditError
 from ..timestamps import MICROS_PER_SECOND, format_instant, parse_instant
 
@@ -87,18 +86,9 @@ def _torn_note(torn: Mapping[str, Any] | None) -> str:
     )
 
 
-def canonical_json(value: Any) -> str:
-    """The one serialisation that is hashed and stored; raises ValueError/TypeError if not JSON."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def sha256_hex(data: str | bytes) -> str:
-    return hashlib.sha256(data.encode("utf-8") if isinstance(data, str) else data).hexdigest()
-
-
 def record_hash(record: Mapping[str, Any]) -> str:
     """sha256 (hex) of the canonical JSON of `record` without its `hash` key."""
-    return sha256_hex(canonical_json({key: value for key, value in record.items() if key != "hash"}))
+    return content_hash({key: value for key, value in record.items() if key != "hash"})
 
 
 def record_kind(record: Mapping[str, Any]) -> Any:

@@ -18,13 +18,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
+from ..canonical import canonical_json
 from ..errors import AuditError
 from .base import DEFAULT_TIMEOUT, LogFile, Mode, make_parent, os_reason
 from .chain import (
     GENESIS_HASH,
     ChainEntry,
     VerifyResult,
-    canonical_json,
     link_problem,
     now_iso,
     record_hash,

@@ -12,19 +12,18 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..canonical import canonical_json, sha256_hex
 from ..errors import AuditError
 from .base import DEFAULT_TIMEOUT, LogFile, Mode, make_parent
 from .chain import (
     GENESIS_HASH,
     ChainEntry,
     VerifyResult,
-    canonical_json,
     link_problem,
     now_iso,
     record_instant,
     record_kind,
     seal,
-    sha256_hex,
     verify_entries,
 )
 from .query import ALL_RECORDS, RecordFilter, summarise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +13,7 @@ from ..audit import KINDS, JsonlAuditLog, RecordFilter, SqliteAuditLog, canonica
 from ..paths import AUDIT_ENV, default_audit_path
 from ..reporting import to_json_line
 from ..timestamps import format_instant, parse_instant
-from .options import existing
+from .options import echo_report, existing, format_option, output_option, say, verbosity, verbosity_options
 
 _audit_option = click.option(
     "--audit",
@@ -81,7 +82,9 @@ def audit() -> None:
 
 @audit.command()
 @_audit_option
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@format_option()
+@output_option
+@verbosity_options
 def verify(audit_path: str, fmt: str) -> None:
     """Check the audit log's hash chain and name the first changed, deleted or reordered record.
 
@@ -89,7 +92,7 @@ def verify(audit_path: str, fmt: str) -> None:
     when it is unreadable or not an audit log. Deleting the last records leaves a valid chain:
     keep the printed head hash elsewhere and compare it. An interrupted append at the end of a
     JSON Lines log is left out and reported; the next command that writes the log rolls it
-    back. Never writes.
+    back. Never writes. Text: -q prints nothing for a valid chain; -v adds nothing.
 
     \b
     Example:
@@ -99,63 +102,70 @@ def verify(audit_path: str, fmt: str) -> None:
     with _opened(audit_path) as log:
         result = log.verify()
     if fmt == "json":
-        click.echo(to_json_line({"audit": audit_path, **result.to_dict()}))
-    else:
+        echo_report(to_json_line({"audit": audit_path, **result.to_dict()}))
+    elif not (result.ok and verbosity() < 0):
         head = f" (head {result.head})" if result.ok and result.head else ""
-        click.echo(f"audit log {audit_path}: {result.describe()}{head}")
+        echo_report(f"audit log {audit_path}: {result.describe()}{head}")
     raise click.exceptions.Exit(0 if result.ok else 1)
 
 
 @audit.command()
 @_audit_option
 @_filter_options(kinds=True)
-@click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), default="text", show_default=True)
+@format_option(aliases={"jsonl": "json"})
+@output_option
+@verbosity_options
 def query(audit_path: str, fmt: str, where: RecordFilter) -> None:
     """List the records of every kind (decision, rollback, state_correction) that match every
     filter, in sequence order. Time filters compare a decision's evaluated_at and another
     record's at.
 
-    `--format jsonl` prints one full record per line (an unfiltered dump is itself a valid
-    .jsonl audit log).
+    `--format json` prints one full record per line, JSON Lines (`jsonl` is accepted too; an
+    unfiltered dump is itself a valid .jsonl audit log). The count goes to stderr: -q leaves
+    it out, -v adds the log and the filter.
 
     \b
     Example:
       protect audit query --asset AAPL --decision deny --since 2026-03-01 --until 2026-04-01
-      protect audit query --trace-id 8fcdda8905ba47679db91871f801846d --format jsonl
+      protect audit query --trace-id 8fcdda8905ba47679db91871f801846d --format json
       protect audit query --kind rollback
     """
     count = 0
+    say(f"audit log {audit_path}; {_where_text(where)}")
     with _opened(audit_path) as log:
-        if fmt == "jsonl":
+        if fmt == "json":
             for record in log.query(where):
-                click.echo(canonical_json(record))
+                echo_report(canonical_json(record))
                 count += 1
         else:
             rows = [_row(record) for record in log.query(where)]
             count = len(rows)
-            click.echo(
+            echo_report(
                 _table(["#", "kind", "at", "asset", "action", "decision", "blocked by", "policy", "ms", "id or note"], rows)
             )
-    click.echo(f"{count} record(s)", err=True)
+    say(f"{count} record(s)", level=0)
 
 
 @audit.command()
 @_audit_option
 @_filter_options(kinds=False)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@format_option()
+@output_option
+@verbosity_options
 def stats(audit_path: str, fmt: str, where: RecordFilter) -> None:
     """Count decisions (records of other kinds are not counted): approval and override rates,
     denials per protection, p50/p99 decision time (nearest rank), overall and per UTC day of
-    evaluated_at.
+    evaluated_at. Text: -q prints only the counts line; -v adds the log and the filter (stderr).
 
     \b
     Example:
       protect audit stats
       protect audit stats --since 2026-03-01 --policy-version 1.0.0 --format json
     """
+    say(f"audit log {audit_path}; {_where_text(where)}")
     with _opened(audit_path) as log:
         summary = log.stats(where)
-    click.echo(to_json_line(summary) if fmt == "json" else _stats_text(summary))
+    echo_report(to_json_line(summary) if fmt == "json" else _stats_text(summary, brief=verbosity() < 0))
 
 
 # ------------------------------------------------------------------------------------ rendering
@@ -214,12 +224,24 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def _stats_text(summary: dict[str, Any]) -> str:
+def _where_text(where: RecordFilter) -> str:
+    given = [
+        f"{f.name}={getattr(where, f.name)}" for f in dataclasses.fields(where) if f.init and getattr(where, f.name) is not None
+    ]
+    return f"filter: {' '.join(given)}" if given else "no filter"
+
+
+def _stats_text(summary: dict[str, Any], *, brief: bool) -> str:
     times = summary["decision_time_ms"]
     denials = ", ".join(f"{name} {count}" for name, count in summary["denials_by_protection"].items()) or "none"
-    lines = [
+    head = (
         f"{summary['count']} decision(s): {summary['approved']} approved ({_percent(summary['approval_rate'])}), "
-        f"{summary['denied']} denied, {summary['overrides']} by override ({_percent(summary['override_rate'])})",
+        f"{summary['denied']} denied, {summary['overrides']} by override ({_percent(summary['override_rate'])})"
+    )
+    if brief:
+        return head
+    lines = [
+        head,
         f"decision time: p50 {_ms(times['p50'])} ms, p99 {_ms(times['p99'])} ms",
         f"denials by protection: {denials}",
     ]

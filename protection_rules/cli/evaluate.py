@@ -9,27 +9,35 @@ import click
 from ..decision import exit_code
 from ..loading import RequestDocument, lines_by_name, open_requests
 from ..models import ProtectionDecision
-from ..reporting import decision_json, decision_text
+from ..reporting import decision_json, decision_text, verdict_line
 from ..timestamps import format_instant, parse_instant
 from .options import (
     audit_options,
     build_engine,
+    echo_report,
+    format_option,
     open_sink,
     open_store,
+    output_option,
     policy_option,
+    say,
     state_option,
+    verbosity,
+    verbosity_options,
 )
 
 
 @click.command()
 @click.argument("request", type=click.Path(allow_dash=True))
 @policy_option
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@format_option()
+@output_option
 @click.option("--now", default=None, metavar="ISO", help="Evaluate as of this instant, replacing each request's current_date.")
 @click.option("--explain", is_flag=True, help="Show every rule's conditions, the values seen and whether they held.")
 @state_option
 @click.option("--no-state", is_flag=True, help="Ignore the state store: use only the state inside each request.")
 @audit_options
+@verbosity_options
 def evaluate(request, policy_path, fmt, now, explain, state_path, no_state, audit_path, no_audit) -> None:
     """Decide REQUEST: a .json file (one request), a .jsonl file (one per line) or - (stdin).
 
@@ -39,6 +47,8 @@ def evaluate(request, policy_path, fmt, now, explain, state_path, no_state, audi
     decision is recorded in the audit trail first; one that cannot be recorded is a deny.
     Exit 0 when all are approved, 1 when any is denied, 3 when any input is invalid,
     4 on an internal failure (including an audit trail that cannot be written).
+    Text: -q prints only each verdict line; -v also the policy, state store and audit
+    trail used and the counts (on stderr).
 
     \b
     Example:
@@ -53,14 +63,19 @@ def evaluate(request, policy_path, fmt, now, explain, state_path, no_state, audi
         sink = open_sink(audit_path, no_audit)
         try:
             engine = build_engine(policy_path, state=store, audit=sink)
-            worst = 0
+            policy = engine.policy
+            say(f"policy {policy.source} ({policy.name} {policy.version}, sha256 {policy.sha256})")
+            say(f"state {store.path if store else 'none'}; audit {sink.path if sink else 'none'}")
+            worst, counts = 0, {"approved": 0, "denied": 0}
             for document, decision in engine.evaluate_documents(documents, explain=explain):
-                click.echo(_render(decision, document, fmt, lines=requests.lines))
+                echo_report(_render(decision, document, fmt, lines=requests.lines))
                 worst = max(worst, exit_code([decision]))
+                counts["approved" if decision.approved else "denied"] += 1
         finally:
             for resource in (store, sink):
                 if resource is not None:
                     resource.close()
+    say(f"{sum(counts.values())} decision(s): {counts['approved']} approved, {counts['denied']} denied")
     raise click.exceptions.Exit(worst)
 
 
@@ -68,7 +83,8 @@ def _render(decision: ProtectionDecision, document: RequestDocument, fmt: str, *
     """JSON Lines input gets one line per decision with its input line; text labels it `file:N`."""
     if fmt == "json":
         return decision_json(decision, line=document.line) if lines else decision_json(decision, indent=2)
-    return decision_text(decision, label=document.label if lines else None)
+    label = document.label if lines else None
+    return verdict_line(decision, label=label) if verbosity() < 0 else decision_text(decision, label=label)
 
 
 def _instant(now: str | None) -> str | None:

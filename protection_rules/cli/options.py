@@ -1,16 +1,23 @@
-"""Options shared by commands: the policy, the state store and the audit trail."""
+"""Options shared by commands: the policy, the state store and the audit trail; and how a command
+reports: `--format`, `-o/--output` (written atomically), `-q/-v`.
+
+The reporting options keep what they were given in `ctx.meta` (shared by every context of one
+invocation), where `echo_report`, `verbosity` and the error handler in `cli/__init__.py` find it.
+"""
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
 
 from ..engine import Engine
-from ..errors import AuditError, UsageError
+from ..errors import AuditError, OutputError, UsageError
 from ..paths import AUDIT_ENV, STATE_ENV, default_audit_path, default_state_path
 from ..reading import STDIN
 from ..resources import default_policy_path, policies_dir
@@ -109,3 +116,170 @@ def open_sink(path: str | None, no_audit: bool) -> Any:
 
 def build_engine(policy_path: str | None, **options: Any) -> Engine:
     return Engine.from_policy(policy_path or default_policy_path(), **options)
+
+
+# ------------------------------------------------------------------------------ reporting options
+
+FORMAT_KEY = "protect.format"
+OUTPUT_KEY = "protect.output"
+VERBOSITY_KEY = "protect.verbosity"
+JSON_NAMES = ("json", "jsonl")  # `jsonl` is accepted where a command prints JSON Lines
+
+
+class FormatChoice(click.Choice):
+    """`text|json`, also taking hidden aliases (`jsonl` for `json`) that help and completion do not offer."""
+
+    def __init__(self, choices: tuple[str, ...], aliases: dict[str, str]):
+        super().__init__(choices)
+        self.aliases = aliases
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return super().convert(self.aliases.get(value, value), param, ctx)
+
+
+def _remember_format(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    ctx.meta[FORMAT_KEY] = value
+    return value
+
+
+def format_option(
+    *, choices: tuple[str, ...] = ("text", "json"), aliases: dict[str, str] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--format`, passed to the command as `fmt`; under `json` an error is a JSON report too."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=FormatChoice(choices, aliases or {}),
+        default=choices[0],
+        show_default=True,
+        callback=_remember_format,
+        help="Output format. Under json, errors are JSON too (schemas/error.v1.schema.json).",
+    )
+
+
+class ReportOutput:
+    """A report file written atomically: into a temporary file beside it, renamed over it at the end.
+
+    A reader of the file sees the previous report or the whole new one, never half of one.
+    """
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        folder = self.path.parent
+        if not folder.is_dir():
+            raise UsageError(f"{folder}: no such folder (for --output {path})")
+        try:
+            fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot write here: {_reason(exc)}") from None
+        self.temp = Path(temp)
+        self.file: IO[str] = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+
+    def finish(self, *, keep: bool) -> None:
+        """Rename the report over the target (`keep`), or drop it and leave the target as it was."""
+        try:
+            if keep:
+                self.file.flush()
+                os.fsync(self.file.fileno())
+            self.file.close()
+            if keep:
+                os.chmod(self.temp, _mode_for(self.path))
+                os.replace(self.temp, self.path)
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot write the report: {_reason(exc)}") from None
+        finally:
+            self.temp.unlink(missing_ok=True)
+
+
+def _reason(exc: OSError) -> str:
+    from ..audit.base import os_reason
+
+    return os_reason(exc)
+
+
+def _mode_for(target: Path) -> int:
+    """The mode the target has, or a new file's mode under the umask (mkstemp's 0600 is for secrets)."""
+    try:
+        return target.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _open_output(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None and value != "-":
+        ctx.meta[OUTPUT_KEY] = ReportOutput(value)
+
+
+output_option = click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default=None,
+    expose_value=False,
+    callback=_open_output,
+    metavar="FILE",
+    help="Write the report to FILE instead of standard output, atomically (when the command ends).",
+)
+
+
+def report_file(ctx: click.Context | None = None) -> IO[str] | None:
+    """Where the report goes: the `--output` file, or None for standard output."""
+    ctx = ctx or click.get_current_context(silent=True)
+    output = ctx.meta.get(OUTPUT_KEY) if ctx else None
+    return output.file if output else None
+
+
+def echo_report(message: str = "") -> None:
+    """One line of the command's report, to `--output` or standard output."""
+    file = report_file()
+    if file is None:
+        click.echo(message)  # click itself handles a closed pipe on standard output
+        return
+    try:
+        click.echo(message, file=file)
+    except OSError as exc:
+        raise OutputError(f"cannot write the report: {_reason(exc)}") from None
+
+
+def finish_output(ctx: click.Context, *, keep: bool) -> None:
+    output = ctx.meta.pop(OUTPUT_KEY, None)
+    if output is not None:
+        output.finish(keep=keep)
+
+
+def _remember_verbosity(level: int) -> Callable[[click.Context, click.Parameter, bool], None]:
+    def remember(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if value:
+            if ctx.meta.get(VERBOSITY_KEY, level) != level:
+                raise UsageError("--quiet and --verbose exclude each other")
+            ctx.meta[VERBOSITY_KEY] = level
+
+    return remember
+
+
+def verbosity_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`-q/--quiet` and `-v/--verbose`, read with `verbosity()`; they change text output only."""
+    fn = click.option(
+        "-v", "--verbose", is_flag=True, expose_value=False, callback=_remember_verbosity(1), help="Say more (text only)."
+    )(fn)
+    return click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        expose_value=False,
+        callback=_remember_verbosity(-1),
+        help="Only the verdict and errors (text only).",
+    )(fn)
+
+
+def verbosity() -> int:
+    """-1 under `--quiet`, 1 under `--verbose`, else 0."""
+    return click.get_current_context().meta.get(VERBOSITY_KEY, 0)
+
+
+def say(message: str, *, level: int = 1) -> None:
+    """A diagnostic on standard error, shown from verbosity `level` up (0: unless quiet)."""
+    if verbosity() >= level:
+        click.echo(message, err=True)

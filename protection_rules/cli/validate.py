@@ -6,13 +6,15 @@ import click
 
 from ..lint import check_policy
 from ..reporting import to_json_line, warning_text
-from .options import policy_files
+from .options import echo_report, format_option, output_option, policy_files, say, verbosity, verbosity_options
 
 
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@format_option()
 @click.option("--strict", is_flag=True, help="Warnings fail too: exit 1 when any valid policy has a warning.")
+@output_option
+@verbosity_options
 def validate(paths: tuple[str, ...], fmt: str, strict: bool) -> None:
     """Validate policy files (default: every policy under ./policies, else the shipped ones;
     `-` reads standard input), then lint the valid ones.
@@ -20,7 +22,8 @@ def validate(paths: tuple[str, ...], fmt: str, strict: bool) -> None:
     Prints `file:line:col: path: message` for every error and
     `file:line:col: path: warning: message [code]` for every warning. Exit 0 when all are
     valid, 1 when any is invalid (or, with --strict, has a warning), 2 on a usage error (such
-    as a file that does not exist).
+    as a file that does not exist). Text: -q prints only the errors and warnings; -v also each
+    valid policy's full sha256.
 
     \b
     Example:
@@ -32,17 +35,16 @@ def validate(paths: tuple[str, ...], fmt: str, strict: bool) -> None:
     invalid = [r for r in results if not r.valid]
     warnings = sum(len(r.warnings) for r in results)
     if fmt == "json":
-        click.echo(to_json_line({"valid": not invalid, "strict": strict, "files": [r.to_dict() for r in results]}))
+        echo_report(to_json_line({"valid": not invalid, "strict": strict, "files": [r.to_dict() for r in results]}))
     else:
         for result in results:
-            if result.policy is not None:
+            if result.policy is not None and verbosity() >= 0:
                 meta = result.policy
-                click.echo(f"{result.file}: ok ({meta.name} {meta.version}, sha256 {meta.sha256[:12]})")
+                digest = meta.sha256 if verbosity() > 0 else meta.sha256[:12]
+                echo_report(f"{result.file}: ok ({meta.name} {meta.version}, sha256 {digest})")
             for line in [*map(str, result.errors), *map(warning_text, result.warnings)]:
-                click.echo(line)
+                echo_report(line)
         errors = sum(len(r.errors) for r in invalid)
         failing = " (--strict: warnings fail)" if strict and warnings else ""
-        click.echo(
-            f"{len(results)} file(s) checked, {len(invalid)} invalid, {errors} error(s), {warnings} warning(s){failing}", err=True
-        )
+        say(f"{len(results)} file(s) checked, {len(invalid)} invalid, {errors} error(s), {warnings} warning(s){failing}", level=0)
     raise click.exceptions.Exit(1 if invalid or (strict and warnings) else 0)
