@@ -178,7 +178,10 @@ def _salvage(request: Any) -> tuple[str | None, str | None, str | None, int | No
 
     def text(key: str) -> str | None:
         value = request.get(key)
-        return value[:128] if isinstance(value, str) else None
+        if not isinstance(value, str):
+            return None
+        # only what any output can carry: not half of a UTF-16 pair
+        return value[:128] if value.isascii() else value[:128].encode("utf-8", "replace").decode("utf-8")
 
     raw = request.get("current_date")
     try:

@@ -341,11 +341,12 @@ def _as_received(request: Any) -> Any:
         return request.to_dict()
     for candidate in (request, instants_as_text(request)[0]):
         try:
-            json.dumps(candidate, allow_nan=False)
+            # as the audit trail will hash it: UTF-8, so half a character is refused here too
+            json.dumps(candidate, allow_nan=False, ensure_ascii=False).encode("utf-8")
             return candidate
         except (TypeError, ValueError):
             continue
-    return {"unparsed": repr(request)[:100_000]}
+    return {"unparsed": repr(request)[:100_000]}  # repr escapes what is not text
 
 
 def _invalid_reason(issues: Sequence[Issue]) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -312,7 +313,7 @@ def load_json(text: str, name: str, *, line: int | None = None) -> Any:
     """Parse JSON strictly: no NaN or Infinity, no duplicate keys, no number too large to hold;
     errors carry line and column. `line` is where `text` starts in its input (JSON Lines)."""
     try:
-        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_object, parse_float=_finite_float)
+        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_object, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         at = exc.lineno + (line - 1 if line else 0)
         raise DocumentInvalid([Issue("json-syntax", "$", f"json: {exc.msg.lower()}", name, at, exc.colno)]) from None
@@ -325,6 +326,31 @@ def load_json(text: str, name: str, *, line: int | None = None) -> Any:
         raise DocumentInvalid([Issue("json-syntax", "$", f"json: {exc}", name, line)]) from None
     except RecursionError:
         raise DocumentInvalid([Issue("json-syntax", "$", "json: nested too deeply", name, line)]) from None
+    # only an escape can make half a character: a text without one is walked no further
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        halves = list(_surrogate_paths(data))
+        if halves:
+            raise DocumentInvalid([Issue("json-value", json_path(p), _SURROGATE, name, line) for p in halves])
+    return data
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _surrogate_paths(data: Any, path: Path_ = ()) -> Iterator[Path_]:
+    """Where a key or a text holds an escaped surrogate that did not pair up into a character."""
+    if isinstance(data, str):
+        if _has_surrogate(data):
+            yield path
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            if _has_surrogate(key):
+                yield path  # the object holding the key: the key itself cannot be shown
+            else:
+                yield from _surrogate_paths(value, path + (key,))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            yield from _surrogate_paths(value, path + (index,))
 
 
 def _numbers_too_large(text: str) -> list[tuple[Path_, str]]:

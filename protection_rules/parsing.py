@@ -189,10 +189,34 @@ def _number_issues(data: Mapping[str, Any], source: str | None) -> list[Issue]:
             issues.append(Issue("number-out-of-range", f"$.{path}", f"`{shown}` is beyond +/-{MAX_MAGNITUDE:g}", source))
     if data.get("metadata"):
         try:
-            json.dumps(data["metadata"], allow_nan=False)
+            json.dumps(data["metadata"], allow_nan=False, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            issues.append(Issue("text-invalid", "$.metadata", _HALF_CHARACTER, source))
         except (TypeError, ValueError) as exc:
             issues.append(Issue("metadata-not-json", "$.metadata", f"metadata must be plain JSON: {exc}", source))
+    regime = data.get("regime") or {}
+    for path, text in (
+        ("$.reason", data.get("reason")),
+        ("$.request_id", data.get("request_id")),
+        ("$.regime.old_regime", regime.get("old_regime")),
+        ("$.regime.new_regime", regime.get("new_regime")),
+    ):
+        if text is not None and not text.isascii() and not _encodable(text):
+            issues.append(Issue("text-invalid", path, _HALF_CHARACTER, source))
     return issues
+
+
+# A Python caller can hand a string holding half of a UTF-16 pair, which no UTF-8 output (a
+# message, the audit trail's hash) can hold; JSON input is refused at parsing (loading.py).
+_HALF_CHARACTER = "holds a lone surrogate (`\\ud800`-`\\udfff`), half of a character; give the whole character"
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _core_order(state: AssetState | None, source: str | None) -> list[Issue]:

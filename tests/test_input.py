@@ -214,6 +214,9 @@ BAD_LINES = [
     (b'"a string"', "schema-type", None),
     (b'{"asset": "AMZN"}', "schema-required", None),
     (b'{"asset": "AMZN", "action": "open", "current_date": "2026-03-12", "current_size": 1e400}', "number-too-large", None),
+    # half a character: an escaped lone surrogate could be neither printed nor hashed
+    (b'{"asset": "AMZN", "action": "open", "current_date": "2026-03-12", "reason": "x\\ud83dy"}', "json-value", None),
+    (b'{"asset": "AMZN", "action": "open", "current_date": "2026-03-12", "metadata": {"\\udc00": 1}}', "json-value", None),
 ]
 
 

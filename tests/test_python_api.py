@@ -130,3 +130,28 @@ def test_the_audit_trail_records_datetimes_as_text(tmp_path):
         (record,) = list(sink.records())
     assert record["request"]["current_date"] == "2026-03-12T07:00:00Z"
     assert record["request"]["position_entry_date"] == "2026-03-10"
+
+
+@pytest.mark.parametrize(
+    "extra, path",
+    [
+        ({"reason": "x\ud83dy"}, "$.reason"),
+        ({"request_id": "\udc00"}, "$.request_id"),
+        ({"metadata": {"note": "\ud800"}}, "$.metadata"),
+        ({"regime": {"changed": True, "old_regime": "bull\udfff"}}, "$.regime.old_regime"),
+    ],
+    ids=["reason", "request_id", "metadata", "regime name"],
+)
+def test_half_a_character_is_an_invalid_request_not_an_internal_error(extra, path, tmp_path):
+    from protection_rules.audit import open_audit
+
+    with open_audit(tmp_path / "audit.sqlite") as sink:
+        decision = Engine.from_policy(audit=sink).evaluate({**HOLDING, "current_date": "2026-03-12T07:00:00Z", **extra})
+        assert [(e.code, e.path) for e in decision.errors] == [("text-invalid", path)]
+        assert len(list(sink.records())) == 1  # recorded like any invalid request
+    decision.to_dict()
+
+
+def test_whole_characters_beyond_the_basic_plane_are_fine():
+    decision = ENGINE.evaluate({**HOLDING, "current_date": "2026-03-12T07:00:00Z", "reason": "rotate \U0001f600 café"})
+    assert decision.errors == ()
