@@ -38,7 +38,16 @@ def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy file; raises `PolicyInvalid` carrying every issue found."""
     name = str(path)
     try:
-        data, source = load_yaml(read_text(path, name), name)
+        text = read_text(path, name)
+    except DocumentInvalid as exc:
+        raise PolicyInvalid(exc.issues) from None
+    return policy_from_text(text, name)
+
+
+def policy_from_text(text: str, name: str) -> Policy:
+    """Validate policy YAML already read (from a file, or from git); `name` is shown in messages."""
+    try:
+        data, source = load_yaml(text, name)
     except DocumentInvalid as exc:
         raise PolicyInvalid(exc.issues) from None
     return policy_from_data(data, source)

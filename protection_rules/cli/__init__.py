@@ -15,6 +15,7 @@ from ..errors import InputInvalid, ProtectionRulesError
 from ..reporting import issues_text
 from .audit import audit
 from .commit import commit
+from .diff import diff
 from .evaluate import evaluate
 from .state import state
 from .validate import validate
@@ -57,6 +58,7 @@ cli.add_command(evaluate)
 cli.add_command(commit)
 cli.add_command(state)
 cli.add_command(audit)
+cli.add_command(diff)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import click
 
 from ..errors import PolicyInvalid
 from ..policy import load_policy
+from ..policy_diff import version_bump_issues
 from ..reporting import to_json_line
 from ..resources import policies_dir
 from .options import existing
@@ -33,7 +34,14 @@ def _policy_files(paths: tuple[str, ...]) -> list[Path]:
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def validate(paths: tuple[str, ...], fmt: str) -> None:
+@click.option(
+    "--require-bump-from",
+    "bump_rev",
+    metavar="REV",
+    default=None,
+    help="Also fail a policy whose content differs from the same file at git revision REV while its version does not.",
+)
+def validate(paths: tuple[str, ...], fmt: str, bump_rev: str | None) -> None:
     """Validate policy files (default: every policy under ./policies, else the shipped ones).
 
     Prints `file:line:col: path: message` for every error. Exit 0 when all are valid, 1 when
@@ -43,11 +51,14 @@ def validate(paths: tuple[str, ...], fmt: str) -> None:
     Example:
       protect validate policies/default.yaml
       protect validate --format json policies/
+      protect validate --require-bump-from origin/main policies/
     """
     results = []
     for path in _policy_files(paths):
         try:
             policy = load_policy(path)
+            if bump_rev and (unbumped := version_bump_issues(path, policy, bump_rev)):
+                raise PolicyInvalid(unbumped)
             results.append(
                 {
                     "file": str(path),
