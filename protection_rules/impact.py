@@ -10,12 +10,13 @@ grouped by that category and their cause: the protections whose trace status dif
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain
 from typing import Any, Literal
 
+from . import __version__
 from .corpus import INVALID, Corpus, CorpusItem, CorpusKind, open_corpus
 from .decision import INTERNAL_CODES
 from .models import ProtectionDecision
@@ -100,15 +101,17 @@ def measure_impact(
     examples: int = 3,
     progress: Callable[[int], None] | None = None,
 ) -> Impact:
-    """Decide every request of the corpora (in order) under both policies; see the module doc."""
+    """Decide every request of the corpora (in order) under both policies; see the module doc.
+
+    `diff` must be the difference of the policies `old` and `new` hold."""
     with ExitStack() as stack:
         opened = [stack.enter_context(open_corpus(kind, path, index)) for index, (kind, path) in enumerate(corpora)]
         impact = Impact(opened)
-        items: Iterator[CorpusItem] = chain.from_iterable(corpus.items for corpus in opened)
+        items = _known_outcomes(chain.from_iterable(corpus.items for corpus in opened), diff.old.sha256)
         for chunk, results in ordered_map(
             _decide_chunk, chunked(items, CHUNK), setup=_pair, setup_args=(old, new), workers=workers, progress=progress
         ):
-            for item, result in zip(chunk, results, strict=True):
+            for (item, _), result in zip(chunk, results, strict=True):
                 _tally(impact, diff, item, result, examples)
     return impact
 
@@ -160,6 +163,89 @@ def _brief_dict(brief: Brief) -> dict[str, Any]:
     return {"decision": decision, "blocking_systems": list(blocking), "override_applied": override}
 
 
+# ------------------------------------------------------------------------ outcomes compared
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the comparison reads of a decision: the verdict, the blockers, the override, each
+    protection's trace status, and whether the request was rejected as invalid."""
+
+    decision: str
+    blocking: tuple[str, ...]
+    override: bool
+    statuses: tuple[tuple[str, str], ...]
+    invalid: bool = False
+
+    @classmethod
+    def of(cls, decision: ProtectionDecision) -> Outcome:
+        return cls(
+            decision.decision,
+            decision.blocking_systems,
+            decision.override_applied,
+            tuple((entry.system, entry.status) for entry in decision.trace),
+            any(issue.code not in INTERNAL_CODES for issue in decision.errors),
+        )
+
+    @classmethod
+    def recorded(cls, record: Mapping[str, Any]) -> Outcome:
+        """From a recorded decision (`decision_record`, decision.v1 JSON)."""
+        return cls(
+            record["decision"],
+            tuple(record["blocking_systems"]),
+            record["override_applied"],
+            tuple((entry["system"], entry["status"]) for entry in record["trace"]),
+        )
+
+    @property
+    def brief(self) -> Brief:
+        return self.decision, self.blocking, self.override
+
+
+def _known_outcomes(items: Iterator[CorpusItem], old_sha256: str) -> Iterator[tuple[CorpusItem, Outcome | None]]:
+    """Each item with OLD's outcome when its record already holds it: decided under OLD by this
+    engine version without error, the recorded decision is the one OLD gives again (`protect
+    audit replay` checks exactly that), so it is not decided twice. Records travel no further."""
+    for item in items:
+        record = item.recorded
+        known = None
+        if (
+            isinstance(record, Mapping)
+            and item.policy_sha256 == old_sha256
+            and record.get("engine_version") == __version__
+            and not record.get("errors")
+        ):
+            known = Outcome.recorded(record)
+        yield (replace(item, recorded=None) if record is not None else item), known
+
+
+def compare(old: Outcome, new: Outcome) -> Changed | str | None:
+    """How the decision changed (None: it did not), or `INVALID` for a request that does not
+    validate (it denies under any policy)."""
+    if old.invalid:
+        return INVALID
+    category = _category(old, new)
+    if category is None:
+        return None
+    before, after = dict(old.statuses), dict(new.statuses)
+    transitions = tuple(
+        (name, before.get(name, "absent"), after.get(name, "absent"))
+        for name in dict.fromkeys([*after, *before])
+        if before.get(name) != after.get(name)
+    )
+    return category, transitions, old.brief, new.brief
+
+
+def _category(old: Outcome, new: Outcome) -> Category | None:
+    if old.decision != new.decision:
+        return "approve-to-deny" if old.decision == "approve" else "deny-to-approve"
+    if old.decision == "deny":
+        return "blocking-systems" if old.blocking != new.blocking else None
+    if old.override != new.override:
+        return "override-applied" if new.override else "override-removed"
+    return None
+
+
 # ------------------------------------------------------------------------ in the worker processes
 
 
@@ -167,38 +253,8 @@ def _pair(old: PolicySource, new: PolicySource) -> tuple[Replayer, Replayer]:
     return Replayer(old), Replayer(new)
 
 
-def _decide_chunk(pair: tuple[Replayer, Replayer], chunk: Sequence[CorpusItem]) -> list[Changed | str | None]:
+def _decide_chunk(
+    pair: tuple[Replayer, Replayer], chunk: Sequence[tuple[CorpusItem, Outcome | None]]
+) -> list[Changed | str | None]:
     old, new = pair
-    return [compare(old.decide(item), new.decide(item)) for item in chunk]
-
-
-def compare(old: ProtectionDecision, new: ProtectionDecision) -> Changed | str | None:
-    """How the decision changed (None: it did not), or `INVALID` for a request that does not
-    validate (it denies under any policy)."""
-    if old.errors and any(issue.code not in INTERNAL_CODES for issue in old.errors):
-        return INVALID
-    category = _category(old, new)
-    if category is None:
-        return None
-    before = {entry.system: entry.status for entry in old.trace}
-    after = {entry.system: entry.status for entry in new.trace}
-    transitions = tuple(
-        (name, before.get(name, "absent"), after.get(name, "absent"))
-        for name in dict.fromkeys([*after, *before])
-        if before.get(name) != after.get(name)
-    )
-    return category, transitions, _brief(old), _brief(new)
-
-
-def _category(old: ProtectionDecision, new: ProtectionDecision) -> Category | None:
-    if old.approved != new.approved:
-        return "approve-to-deny" if old.approved else "deny-to-approve"
-    if not old.approved:
-        return "blocking-systems" if old.blocking_systems != new.blocking_systems else None
-    if old.override_applied != new.override_applied:
-        return "override-applied" if new.override_applied else "override-removed"
-    return None
-
-
-def _brief(decision: ProtectionDecision) -> Brief:
-    return decision.decision, decision.blocking_systems, decision.override_applied
+    return [compare(known or Outcome.of(old.decide(item)), Outcome.of(new.decide(item))) for item, known in chunk]

@@ -7,10 +7,13 @@ own plain engine (no audit, no store; an audited request gets its recorded state
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
+import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema
@@ -20,6 +23,7 @@ from click.testing import CliRunner
 from protection_rules import Engine
 from protection_rules.audit import RecordFilter, open_audit
 from protection_rules.cli import cli
+from protection_rules.cli.progress import progress_bar
 from protection_rules.errors import EngineFailure
 from protection_rules.parallel import chunked, ordered_map
 from protection_rules.resources import schema
@@ -93,10 +97,10 @@ def category(old, new) -> str | None:
 
 def expected_changes(old_path: Path, new_path: Path, labelled: list[tuple[str, dict]]) -> dict[str, str]:
     """label -> category, for every request whose decision changes, each policy on its own."""
-    old = Engine.from_policy(old_path, audit=None).evaluate_many([r for _, r in labelled])
-    new = Engine.from_policy(new_path, audit=None).evaluate_many([r for _, r in labelled])
+    old, new = Engine.from_policy(old_path, audit=None), Engine.from_policy(new_path, audit=None)
     found = {}
-    for (label, _), a, b in zip(labelled, old, new, strict=True):
+    for label, request in labelled:  # one at a time: the test process stays small (see test_input)
+        a, b = old.evaluate(request), new.evaluate(request)
         assert not a.errors and not b.errors
         if (kind := category(a, b)) is not None:
             found[label] = kind
@@ -130,15 +134,20 @@ def holding_change(tmp_path_factory):
     return path, new, expected_changes(DEFAULT_PATH, new, valid)
 
 
-def test_diff_reports_exactly_the_decisions_that_change(holding_change):
-    corpus, new, expected = holding_change
-    result = run(
-        "diff", str(DEFAULT_PATH), str(new), "--requests", str(corpus), "--fail-on", "any",
-        "--format", "json", "--examples", "100000", "--workers", "2",
-    )  # fmt: skip
+def every_change(new: Path, *corpus: str) -> dict:
+    """The JSON report, every changed decision an example, checked against its schema; under
+    `--fail-on any` the command exits 1."""
+    args = ["diff", str(DEFAULT_PATH), str(new), *corpus, "--fail-on", "any", "--format", "json", "--examples", "100000"]
+    result = run(*args, "--workers", "2")
     assert result.exit_code == 1
     report = json.loads(result.output)
     jsonschema.validate(report, schema("diff-report"))
+    return report
+
+
+def test_diff_reports_exactly_the_decisions_that_change(holding_change):
+    corpus, new, expected = holding_change
+    report = every_change(new, "--requests", str(corpus))
     impact = report["impact"]
     assert impact["decided"] == 5000
     assert impact["corpora"][0]["skipped"] == {"invalid-request": 1, "unparsed-request": 1}
@@ -199,10 +208,8 @@ def audited(tmp_path_factory):
 
 def recorded_requests(audit_path: Path) -> list[tuple[str, dict]]:
     """Each valid recorded request with the state it was decided with put in its `state`."""
-    with open_audit(audit_path, mode="read") as log:
-        records = list(log.query(RecordFilter(kind="decision")))
     out = []
-    for record in records:
+    for record in _records(audit_path):
         if record["decision_record"].get("errors"):
             continue
         request = dict(record["request"])
@@ -219,22 +226,16 @@ def test_replay_diff_reproduces_deciding_the_recorded_requests(audited, tmp_path
     assert sources["store"] > 1000 and sources["request"] > 500  # both kinds of state are replayed
     new = policy(tmp_path, "new.yaml", ("min_days: 3", "min_days: 5"))
     expected = expected_changes(DEFAULT_PATH, new, labelled)
-    result = run(
-        "diff", str(DEFAULT_PATH), str(new), "--replay", str(audited), "--fail-on", "any",
-        "--format", "json", "--examples", "100000", "--workers", "2",
-    )  # fmt: skip
-    assert result.exit_code == 1
-    report = json.loads(result.output)
-    jsonschema.validate(report, schema("diff-report"))
+    report = every_change(new, "--replay", str(audited))
     assert report["impact"]["decided"] == 5000
     assert report["impact"]["corpora"][0]["skipped"] == {"invalid-request": 1}
     assert reported_changes(report) == expected
     assert report["impact"]["changed"] == len(expected) > 50
 
 
-def _records(audit_path: Path) -> list[dict]:
+def _records(audit_path: Path) -> Iterator[dict]:
     with open_audit(audit_path, mode="read") as log:
-        return list(log.query(RecordFilter(kind="decision")))
+        yield from log.query(RecordFilter(kind="decision"))
 
 
 def test_several_corpora_at_once_add_up(tmp_path):
@@ -255,6 +256,24 @@ def test_several_corpora_at_once_add_up(tmp_path):
     assert [(c["kind"], c["decided"]) for c in together["corpora"]] == [("requests", 200), ("requests", 300), ("replay", 100)]
     assert together["changed"] == sum(a["changed"] for a in alone) > 0
     assert together["counts"] == {k: sum(a["counts"][k] for a in alone) for k in together["counts"]}
+
+
+@pytest.mark.parametrize(("engine_version", "changed"), [(None, 1), ("0.0.1", 0)])
+def test_a_record_made_under_old_by_this_engine_is_not_decided_again(tmp_path, engine_version, changed):
+    """Its recorded decision is OLD's: shown here by a record edited to approve a denial, which
+    the report takes as it is, unless the record comes from another engine version."""
+    log = tmp_path / "audit.jsonl"
+    with open_audit(log) as sink:
+        Engine.from_policy(DEFAULT_PATH, audit=sink).evaluate({**HOLDING, "position_entry_date": "2026-03-11T09:00:00Z"})
+    (record,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert record["decision_record"]["blocking_systems"] == ["holding_period"]
+    record["decision_record"].update(approved=True, decision="approve", blocking_systems=[])
+    record["decision_record"]["trace"][3]["status"] = "pass"
+    if engine_version:
+        record["decision_record"]["engine_version"] = engine_version
+    log.write_text(json.dumps(record) + "\n")
+    report = json.loads(run("diff", str(DEFAULT_PATH), str(DEFAULT_PATH), "--replay", str(log), "--format", "json").output)
+    assert report["impact"]["changed"] == changed
 
 
 # ------------------------------------------------------------------------------- gates and forms
@@ -308,6 +327,40 @@ def test_one_worker_and_two_give_the_same_report(tmp_path):
     assert one.exit_code == two.exit_code == 0
     assert json.loads(one.output) == json.loads(two.output)
     assert json.loads(one.output)["impact"]["changed"] > 0
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("stream", "shown"), [(io.StringIO, False), (Terminal, True)])
+def test_a_progress_bar_only_on_a_terminal(monkeypatch, stream, shown):
+    err = stream()
+    monkeypatch.setattr(sys, "stderr", err)
+    with progress_bar("deciding") as advance:
+        assert (advance is not None) is shown
+        if advance is not None:
+            advance(250)
+    assert ("deciding" in err.getvalue() and "250" in err.getvalue()) is shown
+
+
+def test_the_report_alone_reaches_stdout_and_nothing_stderr_off_a_terminal(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in requests(20)))
+    result = run("diff", str(DEFAULT_PATH), str(DEFAULT_PATH), "--requests", str(corpus), "--format", "json")
+    assert json.loads(result.stdout)["impact"]["decided"] == 20
+    assert result.stderr == ""
+
+
+def test_requests_may_come_from_standard_input(tmp_path):
+    new = policy(tmp_path, "new.yaml", ("min_days: 3", "min_days: 5"))
+    closing = {**HOLDING, "position_entry_date": "2026-03-08T09:00:00Z"}  # held 4 days: 3 pass, 5 block
+    lines = json.dumps(closing) + "\n" + json.dumps({**closing, "action": "open"}) + "\n"
+    result = CliRunner().invoke(cli, ["diff", str(DEFAULT_PATH), str(new), "--requests", "-", "--format", "json"], input=lines)
+    impact = json.loads(result.stdout)["impact"]
+    assert (impact["decided"], impact["counts"]["approve-to-deny"], impact["changed"]) == (2, 1, 1)
+    assert impact["groups"][0]["examples"][0]["source"] == "<stdin>:1"
 
 
 def test_cases_corpus_is_a_marked_hook_until_the_case_loader_is_merged(tmp_path):
