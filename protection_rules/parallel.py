@@ -26,19 +26,21 @@ _WORKER_STATE: Any = None
 
 
 def ordered_map(
-    task: Callable[[Any, Sequence[T]], R],
+    task: Callable[[Any, Any], R],
     chunks: Iterable[Sequence[T]],
     *,
     setup: Callable[..., Any],
     setup_args: tuple[Any, ...] = (),
     workers: int = 1,
+    send: Callable[[Sequence[T]], Any] = list,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[Sequence[T], R]]:
-    """Yield `(chunk, task(state, chunk))` for each chunk, in order.
+    """Yield `(chunk, task(state, send(chunk)))` for each chunk, in order.
 
-    `task` and `setup` must be module-level functions (they are sent to the workers by name).
-    With one worker, or input of a single chunk, everything runs in this process: starting
-    processes costs more than a small input. `progress(n)` is told of each chunk's length.
+    `task` and `setup` must be module-level functions (they are sent to the workers by name);
+    `send` picks what of a chunk the task needs, so that only that is pickled. With one worker,
+    or input of a single chunk, everything runs in this process: starting processes costs more
+    than a small input. `progress(n)` is told of each chunk's length.
     """
     pending = iter(chunks)
     head = [chunk for chunk in (next(pending, None), next(pending, None)) if chunk is not None]
@@ -46,20 +48,21 @@ def ordered_map(
     if workers <= 1 or len(head) < 2:
         state = setup(*setup_args)
         for chunk in chunks:
-            result = task(state, chunk)
+            result = task(state, send(chunk))
             if progress is not None:
                 progress(len(chunk))
             yield chunk, result
         return
-    yield from _in_workers(task, chunks, setup, setup_args, workers, progress)
+    yield from _in_workers(task, chunks, setup, setup_args, workers, send, progress)
 
 
 def _in_workers(
-    task: Callable[[Any, Sequence[T]], R],
+    task: Callable[[Any, Any], R],
     chunks: Iterator[Sequence[T]],
     setup: Callable[..., Any],
     setup_args: tuple[Any, ...],
     workers: int,
+    send: Callable[[Sequence[T]], Any],
     progress: Callable[[int], None] | None,
 ) -> Iterator[tuple[Sequence[T], R]]:
     # spawn, not fork: a forked child would inherit this process's rule networks and threads
@@ -68,7 +71,7 @@ def _in_workers(
     in_flight: deque[tuple[Sequence[T], Future[R]]] = deque()
     try:
         for chunk in chunks:
-            in_flight.append((chunk, pool.submit(_run, task, chunk)))
+            in_flight.append((chunk, pool.submit(_run, task, send(chunk))))
             if len(in_flight) >= 2 * workers:
                 yield _done(in_flight.popleft(), progress)
         while in_flight:
@@ -92,8 +95,8 @@ def _start_worker(setup: Callable[..., Any], setup_args: tuple[Any, ...]) -> Non
     _WORKER_STATE = setup(*setup_args)
 
 
-def _run(task: Callable[[Any, Sequence[T]], R], chunk: Sequence[T]) -> R:
-    return task(_WORKER_STATE, chunk)
+def _run(task: Callable[[Any, Any], R], sent: Any) -> R:
+    return task(_WORKER_STATE, sent)
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:

@@ -34,7 +34,9 @@ def diff(old, new, requests, replay, cases, fail_on, fmt, workers, examples) -> 
     OLD and NEW are policy files or `git:REV:PATH` (read with `git show`, no checkout; PATH from
     the repository's root). Corpora (any number): --requests, --replay (each audited request
     with its own current_date and the state snapshot recorded beside it, so the replay is
-    exact), --cases. Exit 0, or 1 when --fail-on finds such changes.
+    exact), --cases. An audited decision made under OLD by this engine version is taken as
+    OLD's without deciding it again (`protect audit replay` proves they are the same). Exit 0,
+    or 1 when --fail-on finds such changes.
 
     \b
     Example:
