@@ -1,8 +1,8 @@
 """Run a task over chunks of a long input on every core, in input order, failing closed.
 
 Each worker process builds its own state once (`setup(*setup_args)`: the engines; durable-rules
-handles belong to one process) and then runs `task(state, chunk)` per chunk. Results come back in
-the order of the chunks. At most two chunks per worker are in flight, so memory stays bounded
+handles belong to one process) and then runs `task(state, send(chunk))` per chunk. Results come
+back in the order of the chunks. At most two chunks per worker are in flight, so memory stays bounded
 for any input length. A worker that dies is an `EngineFailure`: never a silent partial result.
 """
 
