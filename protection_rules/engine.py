@@ -24,7 +24,7 @@ from .errors import (
 )
 from .facts import enrich, resolve_context
 from .loading import RequestDocument
-from .models import ProtectionDecision, ProtectionRequest
+from .models import AssetState, ProtectionDecision, ProtectionRequest
 from .network import RuleNetwork
 from .parsing import instants_as_text, parse_request, prepare_request_validation, state_chronology_issues
 from .paths import AUDIT_ENV, default_audit_path
@@ -179,9 +179,12 @@ class Engine:
         decision = self._failed(_invalid_reason(issues), issues, None, trace_id, started)
         return self._evaluated(decision, {"unparsed": raw} if raw is not None else None, None)
 
-    def _evaluated(self, decision: ProtectionDecision, received: Any, ctx: Context | None) -> _Evaluated:
+    def _evaluated(
+        self, decision: ProtectionDecision, received: Any, ctx: Context | None, stored: AssetState | None = None
+    ) -> _Evaluated:
         # the record is built now, so a batch does not keep every request's context alive
-        return _Evaluated(decision, received, _record(decision, received, ctx) if self.audit is not None else None)
+        record = _record(decision, received, ctx, stored) if self.audit is not None else None
+        return _Evaluated(decision, received, record)
 
     def _evaluate(self, request: Any, *, explain: bool, source: str | None, trace_id: str) -> _Evaluated:
         started = time.perf_counter()
@@ -191,6 +194,7 @@ class Engine:
             return self._evaluated(decision, received, ctx)
         except RequestInvalid as exc:
             decision = self._failed(_invalid_reason(exc.issues), exc.issues, request, trace_id, started)
+            return self._evaluated(decision, received, None, getattr(exc, "stored", None))
         except EngineFailure as exc:
             issue = Issue("engine-failure", "$", str(exc), source)
             decision = self._failed(f"Engine error: {exc}", [issue], request, trace_id, started)
@@ -218,7 +222,7 @@ class Engine:
                 # `current_date` is a bad request, not a silent pass
                 issues = state_chronology_issues(stored, parsed.current_date, f"state store {self.state.path}")
                 if issues:
-                    raise RequestInvalid(issues)
+                    raise _StoredStateInvalid(issues, stored)
         ctx = resolve_context(parsed, stored)
         fact = enrich(self._protections, ctx)
         fired = self._network.fire(fact)
@@ -307,9 +311,22 @@ class _Evaluated:
     record: dict[str, Any] | None
 
 
-def _record(decision: ProtectionDecision, received: Any, ctx: Context | None) -> dict[str, Any]:
-    """The audit record: enough to replay the decision exactly (request + state + policy)."""
-    state = ctx.state.to_dict() if ctx is not None and ctx.state_source != "none" else None
+class _StoredStateInvalid(RequestInvalid):
+    """The request is refused for the state the store holds; the record keeps that state."""
+
+    def __init__(self, issues: Sequence[Issue], stored: AssetState):
+        super().__init__(issues)
+        self.stored = stored
+
+
+def _record(decision: ProtectionDecision, received: Any, ctx: Context | None, stored: AssetState | None) -> dict[str, Any]:
+    """The audit record: enough to replay the decision exactly (request + state + policy).
+
+    `stored` is the state store's answer for a request refused because of it (no context)."""
+    if ctx is not None:
+        state = ctx.state.to_dict() if ctx.state_source != "none" else None
+    else:
+        state = stored.to_dict() if stored is not None else None
     return {
         "kind": "decision",
         "decision_id": decision.decision_id,

@@ -18,6 +18,7 @@ from typing import Any
 from .errors import Issue, PolicyInvalid
 from .loading import SourceMap
 from .policy import Policy, load_policy
+from .policy_diff import version_bump_issues
 from .protections import REGISTRY
 from .protections.regime_override import SEVERITIES
 from .reading import display_name
@@ -137,7 +138,7 @@ class PolicyCheck:
 
     @property
     def valid(self) -> bool:
-        return self.policy is not None
+        return self.policy is not None and not self.errors
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"file": self.file, "valid": self.valid}
@@ -148,10 +149,12 @@ class PolicyCheck:
         return data
 
 
-def check_policy(path: str | Path) -> PolicyCheck:
-    """Validate a policy file (`-`: standard input) and, when it is valid, lint it."""
+def check_policy(path: str | Path, *, bump_from: str | None = None) -> PolicyCheck:
+    """Validate a policy file (`-`: standard input) and, when it is valid, lint it. With
+    `bump_from` (a git revision), a content change since then without a version bump is an error."""
     try:
         policy = load_policy(path)
     except PolicyInvalid as exc:
         return PolicyCheck(display_name(path), None, errors=exc.issues)
-    return PolicyCheck(display_name(path), policy, warnings=tuple(lint_policy(policy)))
+    unbumped = tuple(version_bump_issues(path, policy, bump_from)) if bump_from else ()
+    return PolicyCheck(display_name(path), policy, errors=unbumped, warnings=tuple(lint_policy(policy)))

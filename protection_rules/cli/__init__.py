@@ -21,6 +21,7 @@ from ..errors import InputInvalid, OutputError, ProtectionRulesError
 from ..reporting import issues_text, to_json_line
 from .audit import audit
 from .commit import commit
+from .diff import diff
 from .evaluate import evaluate
 from .fmt import fmt
 from .options import FORMAT_KEY, JSON_NAMES, finish_output, report_file
@@ -200,6 +201,7 @@ cli.add_command(state)
 cli.add_command(audit)
 cli.add_command(fmt)
 cli.add_command(test_command)
+cli.add_command(diff)
 
 
 def main() -> None:

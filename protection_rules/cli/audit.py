@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -11,9 +12,12 @@ import click
 
 from ..audit import KINDS, JsonlAuditLog, RecordFilter, SqliteAuditLog, canonical_json, open_audit, record_kind
 from ..paths import AUDIT_ENV, default_audit_path
+from ..policy_source import read_policy_source
+from ..replay import ReplayReport, replay_audit
 from ..reporting import to_json_line
 from ..timestamps import format_instant, parse_instant
 from .options import echo_report, existing, format_option, output_option, say, verbosity, verbosity_options
+from .progress import progress_bar
 
 _audit_option = click.option(
     "--audit",
@@ -168,6 +172,45 @@ def stats(audit_path: str, fmt: str, where: RecordFilter) -> None:
     echo_report(to_json_line(summary) if fmt == "json" else _stats_text(summary, brief=verbosity() < 0))
 
 
+@audit.command()
+@_audit_option
+@click.option(
+    "--policy",
+    "policy_paths",
+    multiple=True,
+    required=True,
+    metavar="FILE",
+    help="A policy the records name (by sha256); repeat.",
+)
+@format_option()
+@output_option
+@verbosity_options
+@click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default="the number of cores")
+def replay(audit_path: str, policy_paths: tuple[str, ...], fmt: str, workers: int) -> None:
+    """Re-decide every decision record under the policy it names and list each record whose
+    decision differs from the one recorded. On an untouched log none differ: the engine is
+    deterministic and each record holds all it was decided on.
+
+    Each record is decided with the request as received, its own current_date and the state
+    snapshot recorded beside it. Not compared, because they differ per run: decision_id,
+    trace_id, decision_time_ms, engine_version and errors[].file (where the request was read
+    from). Records under a policy not given with --policy, and requests that were never
+    parsed, are counted as skipped. Exit 0 when none differ, 1 when any does, or when there
+    were decision records and none could be replayed (a wrong --policy proves nothing).
+
+    \b
+    Example:
+      protect audit replay --policy policies/default.yaml
+      protect audit replay --audit audit.jsonl --policy v1.yaml --policy v2.yaml --format json
+    """
+    policies = [read_policy_source(existing(path)) for path in policy_paths]
+    with progress_bar("replaying") as advance:
+        report = replay_audit(existing(audit_path), policies, workers=workers, progress=advance)
+    echo_report(to_json_line(report.to_dict()) if fmt == "json" else _replay_text(report))
+    vacuous = report.records > 0 and report.replayed == 0
+    raise click.exceptions.Exit(1 if report.differences or vacuous else 0)
+
+
 # ------------------------------------------------------------------------------------ rendering
 
 
@@ -261,4 +304,17 @@ def _stats_text(summary: dict[str, Any], *, brief: bool) -> str:
             for day in summary["per_day"]
         ]
         lines += ["", _table(header, rows)]
+    return "\n".join(lines)
+
+
+def _replay_text(report: ReplayReport) -> str:
+    skipped = ", ".join(f"{count} {reason}" for reason, count in sorted(report.skipped.items())) or "none"
+    lines = [
+        f"audit log {report.audit}: {report.records} decision record(s), {report.replayed} replayed, "
+        f"{len(report.differences)} differ; skipped: {skipped}"
+    ]
+    lines += [f"  policy not given: sha256 {sha} ({count} record(s))" for sha, count in sorted(report.missing_policies.items())]
+    for difference in report.differences:
+        lines.append(f"{difference.label}  {difference.decision_id}  {difference.action} {difference.asset}")
+        lines += [f"  {path}: recorded {to_json_line(old)}, replayed {to_json_line(new)}" for path, old, new in difference.fields]
     return "\n".join(lines)

@@ -13,9 +13,16 @@ from .options import echo_report, format_option, output_option, policy_files, sa
 @click.argument("paths", nargs=-1, type=click.Path())
 @format_option()
 @click.option("--strict", is_flag=True, help="Warnings fail too: exit 1 when any valid policy has a warning.")
+@click.option(
+    "--require-bump-from",
+    "bump_rev",
+    metavar="REV",
+    default=None,
+    help="Also fail a policy whose content differs from the same file at git revision REV while its version does not.",
+)
 @output_option
 @verbosity_options
-def validate(paths: tuple[str, ...], fmt: str, strict: bool) -> None:
+def validate(paths: tuple[str, ...], fmt: str, strict: bool, bump_rev: str | None) -> None:
     """Validate policy files (default: every policy under ./policies, else the shipped ones;
     `-` reads standard input), then lint the valid ones.
 
@@ -30,8 +37,9 @@ def validate(paths: tuple[str, ...], fmt: str, strict: bool) -> None:
       protect validate policies/default.yaml
       protect validate --strict --format json policies/
       cat policy.yaml | protect validate -
+      protect validate --require-bump-from origin/main policies/
     """
-    results = [check_policy(path) for path in policy_files(paths)]
+    results = [check_policy(path, bump_from=bump_rev) for path in policy_files(paths)]
     invalid = [r for r in results if not r.valid]
     warnings = sum(len(r.warnings) for r in results)
     if fmt == "json":

@@ -1,0 +1,111 @@
+"""Run a task over chunks of a long input on every core, in input order, failing closed.
+
+Each worker process builds its own state once (`setup(*setup_args)`: the engines; durable-rules
+handles belong to one process) and then runs `task(state, send(chunk))` per chunk. Results come
+back in the order of the chunks. At most two chunks per worker are in flight, so memory stays bounded
+for any input length. A worker that dies is an `EngineFailure`: never a silent partial result.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from itertools import chain
+from typing import Any, TypeVar
+
+from .errors import EngineFailure
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Per worker process: what `setup` built, for every later `task` call in that process.
+_WORKER_STATE: Any = None
+
+
+def ordered_map(
+    task: Callable[[Any, Any], R],
+    chunks: Iterable[Sequence[T]],
+    *,
+    setup: Callable[..., Any],
+    setup_args: tuple[Any, ...] = (),
+    workers: int = 1,
+    send: Callable[[Sequence[T]], Any] = list,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[tuple[Sequence[T], R]]:
+    """Yield `(chunk, task(state, send(chunk)))` for each chunk, in order.
+
+    `task` and `setup` must be module-level functions (they are sent to the workers by name);
+    `send` picks what of a chunk the task needs, so that only that is pickled. With one worker,
+    or input of a single chunk, everything runs in this process: starting processes costs more
+    than a small input. `progress(n)` is told of each chunk's length.
+    """
+    pending = iter(chunks)
+    head = [chunk for chunk in (next(pending, None), next(pending, None)) if chunk is not None]
+    chunks = chain(head, pending)
+    if workers <= 1 or len(head) < 2:
+        state = setup(*setup_args)
+        for chunk in chunks:
+            result = task(state, send(chunk))
+            if progress is not None:
+                progress(len(chunk))
+            yield chunk, result
+        return
+    yield from _in_workers(task, chunks, setup, setup_args, workers, send, progress)
+
+
+def _in_workers(
+    task: Callable[[Any, Any], R],
+    chunks: Iterator[Sequence[T]],
+    setup: Callable[..., Any],
+    setup_args: tuple[Any, ...],
+    workers: int,
+    send: Callable[[Sequence[T]], Any],
+    progress: Callable[[int], None] | None,
+) -> Iterator[tuple[Sequence[T], R]]:
+    # spawn, not fork: a forked child would inherit this process's rule networks and threads
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(setup, setup_args))
+    in_flight: deque[tuple[Sequence[T], Future[R]]] = deque()
+    try:
+        for chunk in chunks:
+            in_flight.append((chunk, pool.submit(_run, task, send(chunk))))
+            if len(in_flight) >= 2 * workers:
+                yield _done(in_flight.popleft(), progress)
+        while in_flight:
+            yield _done(in_flight.popleft(), progress)
+    except BrokenProcessPool as exc:
+        raise EngineFailure(f"a worker process died ({exc}); no partial result is reported") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _done(entry: tuple[Sequence[T], Future[R]], progress: Callable[[int], None] | None) -> tuple[Sequence[T], R]:
+    chunk, future = entry
+    result = future.result()
+    if progress is not None:
+        progress(len(chunk))
+    return chunk, result
+
+
+def _start_worker(setup: Callable[..., Any], setup_args: tuple[Any, ...]) -> None:
+    global _WORKER_STATE
+    _WORKER_STATE = setup(*setup_args)
+
+
+def _run(task: Callable[[Any, Any], R], sent: Any) -> R:
+    return task(_WORKER_STATE, sent)
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of `size` items (the last one shorter), read lazily."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
