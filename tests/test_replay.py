@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import jsonschema
 import pytest
 from click.testing import CliRunner
 
@@ -14,6 +15,7 @@ from protection_rules import Engine
 from protection_rules.audit import open_audit
 from protection_rules.cli import cli
 from protection_rules.loading import read_requests
+from protection_rules.resources import schema
 from protection_rules.state import SqliteStateStore
 from protection_rules.timestamps import parse_instant
 
@@ -79,6 +81,20 @@ def test_the_replay_runs_on_several_workers_too(log):
     report = json.loads(result.output)
     assert result.exit_code == 0
     assert (report["records"], report["replayed"], report["differ"]) == (12, 11, 0)
+    jsonschema.validate(report, schema("audit-replay"))
+
+
+def test_a_replay_that_decided_nothing_proves_nothing(tmp_path):
+    # every record is under a policy not given: exit 1, not a pass
+    other = tmp_path / "other.yaml"
+    other.write_text(DEFAULT_PATH.read_text().replace("min_days: 3", "min_days: 4"))
+    log = tmp_path / "audit.jsonl"
+    with open_audit(log) as sink:
+        Engine.from_policy(DEFAULT_PATH, audit=sink).evaluate({"asset": "AAPL", "action": "open", "current_date": NOW})
+    result = run("audit", "replay", "--audit", str(log), "--policy", str(other), "--format", "json")
+    report = json.loads(result.output)
+    assert (report["records"], report["replayed"], result.exit_code) == (1, 0, 1)
+    jsonschema.validate(report, schema("audit-replay"))
 
 
 def test_a_request_refused_for_its_stored_state_keeps_that_state_on_record(log):
@@ -111,6 +127,7 @@ def test_a_changed_decision_is_reported_with_the_fields_that_differ(tmp_path):
     result = run("audit", "replay", "--audit", str(log), "--policy", str(DEFAULT_PATH), "--format", "json")
     assert result.exit_code == 1
     report = json.loads(result.output)
+    jsonschema.validate(report, schema("audit-replay"))
     (difference,) = report["differences"]
     assert (difference["asset"], difference["action"]) == ("TSLA", "open")
     assert sorted(difference["fields"], key=lambda f: f["path"]) == [
