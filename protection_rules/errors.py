@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -144,3 +145,19 @@ class WriteError(ProtectionRulesError):
     """A file the command rewrites (`protect fmt --write`) cannot be written; it is left as it was."""
 
     code = "write-error"
+
+
+def os_reason(exc: BaseException) -> str:
+    """Why an operation on a file failed, in words (for an OSError; any other error's text)."""
+    code = getattr(exc, "errno", None) or 0
+    return {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exhausted",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.EISDIR: "it is a folder",
+        errno.ENOTDIR: "a parent of it is a file, not a folder",
+        errno.EEXIST: "a parent of it is a file, not a folder",
+        errno.ENOENT: "no such file or folder",
+    }.get(code, (getattr(exc, "strerror", None) or str(exc)).lower())

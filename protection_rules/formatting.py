@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from .errors import PolicyInvalid, Refused, WriteError
+from .errors import PolicyInvalid, Refused, WriteError, os_reason
 from .loading import Path_, SourceMap, read_text
 from .policy import Policy, parse_policy, read_policy_text
 from .reading import DocumentInvalid
@@ -103,7 +103,7 @@ def write_formatted(path: str | Path, result: Formatted) -> None:
         mode = stat.S_IMODE(target.stat().st_mode)
         fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except (OSError, DocumentInvalid) as exc:
-        raise WriteError(f"{result.name}: cannot write: {_reason(exc)}") from None
+        raise WriteError(f"{result.name}: cannot write: {os_reason(exc)}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(result.text)
@@ -113,11 +113,7 @@ def write_formatted(path: str | Path, result: Formatted) -> None:
         os.replace(temporary, target)
     except OSError as exc:
         Path(temporary).unlink(missing_ok=True)
-        raise WriteError(f"{result.name}: cannot write: {_reason(exc)}") from None
-
-
-def _reason(exc: Exception) -> str:
-    return (getattr(exc, "strerror", None) or str(exc)).lower()
+        raise WriteError(f"{result.name}: cannot write: {os_reason(exc)}") from None
 
 
 def _check(policy: Policy, comments: list[Comment], formatted: str, name: str) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import Issue, UsageError
+from .errors import Issue, UsageError, os_reason
 
 STDIN = "-"
 CHUNK_BYTES = 64 * 1024
@@ -58,7 +58,7 @@ def opened(path: str | Path) -> Iterator[Iterator[bytes]]:
         raise UsageError(f"{name}: no such file") from None
     except OSError as exc:
         # reported when read, like any other read error: the caller turns it into a document's issue
-        problem = "is a directory, not a file" if isinstance(exc, IsADirectoryError) else f"cannot read: {_reason(exc)}"
+        problem = "is a directory, not a file" if isinstance(exc, IsADirectoryError) else f"cannot read: {os_reason(exc)}"
         yield _unreadable(name, problem)
         return
     with handle:
@@ -78,15 +78,11 @@ def _chunks(stream: BinaryIO, name: str) -> Iterator[bytes]:
         except (OSError, ValueError) as exc:  # ValueError: a file object already closed
             if name == "<stdin>" and (isinstance(exc, ValueError) or exc.errno == errno.EBADF):
                 raise UsageError("standard input is closed") from None
-            problem = _reason(exc) if isinstance(exc, OSError) else str(exc)
+            problem = os_reason(exc) if isinstance(exc, OSError) else str(exc)
             raise DocumentInvalid([Issue("file-unreadable", "$", f"cannot read: {problem}", name)]) from None
         if not chunk:
             return
         yield chunk
-
-
-def _reason(exc: OSError) -> str:
-    return (exc.strerror or str(exc)).lower()
 
 
 def read_limited(chunks: Iterator[bytes], limit: int) -> tuple[bytes, bool]:

@@ -422,6 +422,6 @@ def test_fmt_write_that_cannot_rename_leaves_the_file_and_no_temporary(tmp_path,
     file.write_text(MESSY, encoding="utf-8")
     result = run("fmt", "--write", str(file))
     assert result.exit_code == 4
-    assert "cannot write: no space left on device" in result.stderr
+    assert "cannot write: the disk is full" in result.stderr
     assert file.read_text(encoding="utf-8") == MESSY
     assert sorted(os.listdir(tmp_path)) == ["p.yaml"]

@@ -4,12 +4,11 @@ and the file-system plumbing."""
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, Self
 
-from ..errors import AuditError
+from ..errors import AuditError, os_reason
 from .chain import check_batch, check_event
 
 DEFAULT_TIMEOUT = 30.0
@@ -58,20 +57,6 @@ def make_parent(path: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AuditError(f"{path}: cannot create the audit log's folder: {os_reason(exc)}") from exc
-
-
-def os_reason(exc: OSError) -> str:
-    return {
-        errno.ENOSPC: "the disk is full",
-        errno.EDQUOT: "the disk quota is exhausted",
-        errno.EROFS: "the file system is read-only",
-        errno.EACCES: "permission denied",
-        errno.EPERM: "permission denied",
-        errno.EISDIR: "it is a folder",
-        errno.ENOTDIR: "a parent of it is a file, not a folder",
-        errno.EEXIST: "a parent of it is a file, not a folder",
-        errno.ENOENT: "no such file or folder",
-    }.get(exc.errno or 0, (exc.strerror or str(exc)).lower())
 
 
 class LogFile:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..canonical import canonical_json
-from ..errors import AuditError
-from .base import DEFAULT_TIMEOUT, LogFile, Mode, make_parent, os_reason
+from ..errors import AuditError, os_reason
+from .base import DEFAULT_TIMEOUT, LogFile, Mode, make_parent
 from .chain import (
     GENESIS_HASH,
     ChainEntry,

@@ -17,7 +17,7 @@ from typing import IO, Any
 import click
 
 from ..engine import Engine
-from ..errors import AuditError, OutputError, UsageError
+from ..errors import AuditError, OutputError, UsageError, os_reason
 from ..paths import AUDIT_ENV, STATE_ENV, default_audit_path, default_state_path
 from ..reading import STDIN
 from ..resources import default_policy_path, policies_dir
@@ -171,7 +171,7 @@ class ReportOutput:
         try:
             fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.", suffix=".tmp")
         except OSError as exc:
-            raise UsageError(f"{path}: cannot write here: {_reason(exc)}") from None
+            raise UsageError(f"{path}: cannot write here: {os_reason(exc)}") from None
         self.temp = Path(temp)
         self.file: IO[str] = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
 
@@ -186,15 +186,9 @@ class ReportOutput:
                 os.chmod(self.temp, _mode_for(self.path))
                 os.replace(self.temp, self.path)
         except OSError as exc:
-            raise OutputError(f"{self.path}: cannot write the report: {_reason(exc)}") from None
+            raise OutputError(f"{self.path}: cannot write the report: {os_reason(exc)}") from None
         finally:
             self.temp.unlink(missing_ok=True)
-
-
-def _reason(exc: OSError) -> str:
-    from ..audit.base import os_reason
-
-    return os_reason(exc)
 
 
 def _mode_for(target: Path) -> int:
@@ -240,7 +234,7 @@ def echo_report(message: str = "") -> None:
     try:
         click.echo(message, file=file)
     except OSError as exc:
-        raise OutputError(f"cannot write the report: {_reason(exc)}") from None
+        raise OutputError(f"cannot write the report: {os_reason(exc)}") from None
 
 
 def finish_output(ctx: click.Context, *, keep: bool) -> None:

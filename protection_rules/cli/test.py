@@ -9,7 +9,7 @@ import click
 from ..case_coverage import measure_coverage
 from ..case_reporting import coverage_text, failure_text, junit_xml, report_dict
 from ..cases import load_case_files
-from ..errors import UsageError
+from ..errors import UsageError, os_reason
 from ..reporting import to_json_line
 from ..testing import run_cases, summary
 from .options import echo_report, existing, format_option, output_option, verbosity, verbosity_options
@@ -78,4 +78,4 @@ def _write(path: str, data: bytes) -> None:
     try:
         Path(path).write_bytes(data)
     except OSError as exc:
-        raise UsageError(f"{path}: cannot write: {(exc.strerror or str(exc)).lower()}") from None
+        raise UsageError(f"{path}: cannot write: {os_reason(exc)}") from None
