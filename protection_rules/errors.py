@@ -103,6 +103,13 @@ class CasesInvalid(InputInvalid):
     kind = "case file"
 
 
+class TargetInvalid(InputInvalid):
+    """A rebalancing target (or a file of them) that does not validate; nothing was decided."""
+
+    code = "target-invalid"
+    kind = "rebalancing target"
+
+
 class DecisionInvalid(InputInvalid):
     """A decision handed to `commit` that does not validate or is not the one the engine issued."""
 

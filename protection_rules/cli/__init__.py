@@ -25,6 +25,7 @@ from .diff import diff
 from .evaluate import evaluate
 from .fmt import fmt
 from .options import FORMAT_KEY, JSON_NAMES, finish_output, report_file
+from .rebalance import rebalance
 from .state import state
 from .test import test_command
 from .validate import validate
@@ -202,6 +203,7 @@ cli.add_command(audit)
 cli.add_command(fmt)
 cli.add_command(test_command)
 cli.add_command(diff)
+cli.add_command(rebalance)
 
 
 def main() -> None:

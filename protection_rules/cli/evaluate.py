@@ -10,12 +10,13 @@ from ..decision import exit_code
 from ..loading import RequestDocument, lines_by_name, open_requests
 from ..models import ProtectionDecision
 from ..reporting import decision_json, decision_text, verdict_line
-from ..timestamps import format_instant, parse_instant
+from ..timestamps import format_instant
 from .options import (
     audit_options,
     build_engine,
     echo_report,
     format_option,
+    instant_option,
     open_sink,
     open_store,
     output_option,
@@ -88,12 +89,7 @@ def _render(decision: ProtectionDecision, document: RequestDocument, fmt: str, *
 
 
 def _instant(now: str | None) -> str | None:
-    if now is None:
-        return None
-    try:
-        return format_instant(parse_instant(now))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--now") from None
+    return None if now is None else format_instant(instant_option(now, "--now"))
 
 
 def _with_now(document: RequestDocument, now: str) -> RequestDocument:

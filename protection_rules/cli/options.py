@@ -22,6 +22,7 @@ from ..paths import AUDIT_ENV, STATE_ENV, default_audit_path, default_state_path
 from ..reading import STDIN
 from ..resources import default_policy_path, policies_dir
 from ..state import StateStore, open_state
+from ..timestamps import parse_instant
 
 policy_option = click.option(
     "--policy", "policy_path", type=click.Path(), default=None, help="Policy YAML. [default: the shipped default policy]"
@@ -112,6 +113,14 @@ def open_sink(path: str | None, no_audit: bool) -> Any:
         return open_audit(target, clock=time.time)
     except AuditError as exc:
         return UnwritableAudit(str(target), str(exc))
+
+
+def instant_option(value: str, param_hint: str) -> int:
+    """An option's ISO-8601 instant, as epoch microseconds; a malformed one is a usage error."""
+    try:
+        return parse_instant(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=param_hint) from None
 
 
 def build_engine(policy_path: str | None, **options: Any) -> Engine:
