@@ -13,9 +13,11 @@ from .errors import (
     ProtectionRulesError,
     RequestInvalid,
     StateError,
+    TargetInvalid,
 )
 from .models import ProtectionDecision, ProtectionRequest, ProtectionResult
 from .policy import Policy, load_policy
+from .rebalancer import ProtectionAwareRebalancer, RebalancingTarget
 
 __all__ = [
     "AuditError",
@@ -24,12 +26,15 @@ __all__ = [
     "Issue",
     "Policy",
     "PolicyInvalid",
+    "ProtectionAwareRebalancer",
     "ProtectionDecision",
     "ProtectionRequest",
     "ProtectionResult",
     "ProtectionRulesError",
+    "RebalancingTarget",
     "RequestInvalid",
     "StateError",
+    "TargetInvalid",
     "__version__",
     "load_policy",
 ]

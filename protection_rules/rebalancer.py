@@ -283,7 +283,7 @@ def _approval(target: RebalancingTarget) -> ProtectionDecision:
     if target.action == "hold":
         raise Refused(f"target `{target.asset}` is a hold: nothing executes, so there is nothing to fill")
     decision = target.decision
-    if decision is None:
+    if not isinstance(decision, ProtectionDecision):
         raise Refused(f"target `{target.asset}` has no decision: validate it with this rebalancer first")
     if not decision.approved:
         blockers = ", ".join(decision.blocking_systems) or "the engine"

@@ -93,6 +93,19 @@ OUTPUT_COMMANDS = [
     (["audit", "verify", "--format", "json", "--audit", "{audit}"], 0, '"ok": true'),
     (["audit", "query", "--format", "json", "--audit", "{audit}"], 0, '"kind":"decision"'),
     (["audit", "stats", "--format", "json", "--audit", "{audit}"], 0, '"count": 2'),
+    (
+        [
+            "rebalance",
+            "--no-audit",
+            "--format",
+            "json",
+            "--date",
+            "2026-03-12",
+            str(ROOT / "examples" / "rebalance" / "targets.json"),
+        ],
+        1,
+        '"format": "protection-rules/rebalance-report/v1"',
+    ),
 ]
 
 
