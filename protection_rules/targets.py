@@ -13,11 +13,8 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal
-
-import fastjsonschema
 
 from .errors import Issue, RequestInvalid, TargetInvalid
 from .loading import MAX_MAGNITUDE, SourceMap, json_path, load_json, read_text
@@ -26,7 +23,7 @@ from .parsing import parse_request
 from .reading import DocumentInvalid, display_name
 from .resources import schema
 from .timestamps import format_instant
-from .validation import schema_issues
+from .validation import fast_valid, schema_issues
 
 TargetAction = Literal["open", "increase", "decrease", "close", "hold"]
 Priority = Literal["portfolio", "trending", "regime", "fallback"]
@@ -169,19 +166,8 @@ def _short(value: Any) -> str:
     return text if len(text) <= 24 else text[:21] + "..."
 
 
-@cache
-def _fast_validator() -> Any:
-    # the gate of parsing.py, for targets: compiled once, jsonschema writes the messages on failure
-    item = schema("rebalance-targets")["$defs"]["target"]
-    return fastjsonschema.compile({"$schema": "https://json-schema.org/draft/2020-12/schema", **item})
-
-
 def _fast_valid(data: Any) -> bool:
-    try:
-        _fast_validator()(data)
-    except fastjsonschema.JsonSchemaException:
-        return False
-    return True
+    return fast_valid("rebalance-targets", data, "target")
 
 
 # ------------------------------------------------------------------------------------- files
