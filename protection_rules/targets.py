@@ -56,7 +56,7 @@ class RebalancingTarget:
     decision: ProtectionDecision | None = None
 
     def __post_init__(self) -> None:
-        issues = target_issues(self.to_dict())
+        issues = _target_issues(self.to_dict())
         if issues:
             raise TargetInvalid(issues)
 
@@ -75,9 +75,12 @@ class RebalancingTarget:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RebalancingTarget:
-        """A target from a rebalance-targets.v1 item (`null` means the default)."""
-        given = {key: value for key, value in data.items() if value is not None}
-        return cls(**given)
+        """A target from a rebalance-targets.v1 item (`null` means the default); `TargetInvalid`
+        for anything else."""
+        issues = _target_issues(data)
+        if issues:
+            raise TargetInvalid(issues)
+        return cls(**{key: value for key, value in data.items() if value is not None})
 
     def resolved(self, hold_band: float = HOLD_BAND) -> RebalancingTarget:
         """This target with its action: the given one, or derived from the allocations."""
@@ -107,10 +110,12 @@ _AGREES = {
 }
 
 
-def target_issues(data: Any, source: SourceMap | None = None, path: tuple[str | int, ...] = ()) -> list[Issue]:
+def _target_issues(data: Any, source: SourceMap | None = None, path: tuple[str | int, ...] = ()) -> list[Issue]:
     """Every problem of one target item: its shape (the schema), then finite numbers and an
     action that agrees with the allocations. Each message names the target."""
     source = source or SourceMap(None)
+    if not isinstance(data, Mapping):
+        return [source.issue("schema-type", path, f"a target must be an object, got `{type(data).__name__}`")]
     if _fast_valid(data):
         return _named(data, _value_issues(data, source, path))
     issues = schema_issues("rebalance-targets", {"targets": [data]}, source)

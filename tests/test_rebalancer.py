@@ -312,6 +312,20 @@ def test_a_bad_target_is_an_error_naming_it_and_the_field(fields, code, path, me
     assert raised.value.exit_code == 3
 
 
+@pytest.mark.parametrize(
+    ("document", "code", "path"),
+    [
+        ({"asset": "X", "current_allocation_pct": 0, "target_allocation_pct": 0.1, "side": "buy"}, "schema-unknown-field", "$.side"),
+        ({"asset": "X", "target_allocation_pct": 0.1}, "schema-required", "$.current_allocation_pct"),
+        (["X", 0, 0.1], "schema-type", "$"),
+    ],
+)
+def test_a_target_document_is_checked_before_it_is_built(document, code, path):
+    with pytest.raises(TargetInvalid) as raised:
+        RebalancingTarget.from_dict(document)
+    assert [(i.code, i.path) for i in raised.value.issues] == [(code, path)]
+
+
 @pytest.fixture
 def rebalancer() -> ProtectionAwareRebalancer:
     return ProtectionAwareRebalancer(Engine.from_policy(state=MemoryStateStore(), audit=None, clock=lambda: LATER))
