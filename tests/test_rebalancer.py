@@ -315,7 +315,11 @@ def test_a_bad_target_is_an_error_naming_it_and_the_field(fields, code, path, me
 @pytest.mark.parametrize(
     ("document", "code", "path"),
     [
-        ({"asset": "X", "current_allocation_pct": 0, "target_allocation_pct": 0.1, "side": "buy"}, "schema-unknown-field", "$.side"),
+        (
+            {"asset": "X", "current_allocation_pct": 0, "target_allocation_pct": 0.1, "side": "buy"},
+            "schema-unknown-field",
+            "$.side",
+        ),
         ({"asset": "X", "target_allocation_pct": 0.1}, "schema-required", "$.current_allocation_pct"),
         (["X", 0, 0.1], "schema-type", "$"),
     ],
