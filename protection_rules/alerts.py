@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .models import PolicyRef
+
 logger = logging.getLogger("protection_rules.alerts")
 
 AlertKind = Literal["error_rate", "denial_share", "audit_failure"]
@@ -40,14 +42,15 @@ class AlertThresholds:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """One alert: `kind`, a one-line `message` and the figures behind it (`details`)."""
+    """One alert: `kind`, a one-line `message`, the policy in force and the figures behind it."""
 
     kind: AlertKind
     message: str
+    policy: PolicyRef
     details: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "message": self.message, "details": dict(self.details)}
+        return {"kind": self.kind, "message": self.message, "policy": self.policy.to_dict(), "details": dict(self.details)}
 
 
 def deliver(alerts: Iterable[Alert], callbacks: Iterable[AlertCallback]) -> None:

@@ -149,8 +149,8 @@ class Engine:
         """Put another policy in force, atomically, once it has loaded, validated, compiled and
         built its rule network; return it.
 
-        Raises `PolicyInvalid` with every issue (or `EngineFailure` if the rule network refuses
-        it) and leaves the policy in force untouched. Calls deciding when the reload lands
+        Raises `PolicyInvalid` with every issue (`UsageError` for a file that does not exist,
+        `EngineFailure` if the rule network refuses it) and leaves the policy in force untouched. Calls deciding when the reload lands
         finish under the policy they started with.
         """
         if not isinstance(policy, Policy):

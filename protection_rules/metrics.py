@@ -14,6 +14,7 @@ import threading
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import Any
 
 from .alerts import Alert, AlertThresholds
@@ -26,6 +27,9 @@ LATENCY_WINDOW = 10_000  # decisions whose decision_time_ms the percentiles are 
 # errors are kept as far back as the largest `alerts.window` a policy may set
 MAX_ERROR_WINDOW: int = schema("policy")["properties"]["alerts"]["properties"]["window"]["maximum"]
 ERROR = "error"  # the blocking system of a fail-closed deny; not a protection
+_TIME = attrgetter("decision_time_ms")
+_APPROVED = attrgetter("approved")
+_OVERRIDDEN = attrgetter("override_applied")
 
 
 def nearest_rank(ordered: Sequence[float], percent: float) -> float | None:
@@ -70,33 +74,40 @@ class Metrics:
 
         `audit_problem` says why the batch could not be recorded (each decision is then a deny).
         """
+        size = len(decisions)
         denials: dict[str, int] = {}
-        approved = overridden = 0
         with self._lock:
+            first = self._decisions + 1
             errors_before = self._errors
-            latencies = self._latencies
-            for position, decision in enumerate(decisions, start=self._decisions + 1):
-                latencies.append(decision.decision_time_ms)
-                if decision.approved:
-                    approved += 1
-                    overridden += decision.override_applied
-                    continue
-                for name in decision.blocking_systems:
-                    denials[name] = denials.get(name, 0) + 1
-                if decision.errors:
-                    self._failed(decision, position)
-            size = len(decisions)
             self._decisions += size
+            # the per-decision work runs in C (map, sum); only denials take a Python loop
+            self._latencies.extend(map(_TIME, decisions))
+            approved = sum(map(_APPROVED, decisions))
             self._approved += approved
-            self._overridden += overridden
-            for name, count in denials.items():
-                self._denials[name] = self._denials.get(name, 0) + count
+            self._overridden += sum(map(_OVERRIDDEN, decisions))  # only an approval is overridden
+            if approved < size:
+                for position, decision in enumerate(decisions, first):
+                    if decision.approved:
+                        continue
+                    for name in decision.blocking_systems:
+                        denials[name] = denials.get(name, 0) + 1
+                    if decision.errors:
+                        self._failed(decision, position)
+                for name, count in denials.items():
+                    self._denials[name] = self._denials.get(name, 0) + count
             if audit_problem is not None:
                 self._audit_failures += size
-            errors = self._error_at
-            while errors and errors[0] <= self._decisions - MAX_ERROR_WINDOW:
-                errors.popleft()
-            return self._alerts(size, denials, self._errors > errors_before, thresholds, policy, audit_problem)
+            new_errors = self._errors > errors_before
+            if not (
+                new_errors
+                or audit_problem is not None
+                or self._audit_alert
+                or self._error_alert
+                or thresholds is not self._thresholds
+                or size >= thresholds.min_batch
+            ):
+                return []  # no alert can start or end with this batch
+            return self._alerts(size, denials, new_errors, thresholds, policy, audit_problem)
 
     def _failed(self, decision: ProtectionDecision, position: int) -> None:
         internal = [issue for issue in decision.errors if issue.code in INTERNAL_CODES]
@@ -105,6 +116,8 @@ class Metrics:
             return
         self._errors += 1
         self._error_at.append(position)
+        while self._error_at[0] <= position - MAX_ERROR_WINDOW:
+            self._error_at.popleft()
         self._last_error = {
             "code": internal[0].code,
             "message": internal[0].message,
@@ -122,13 +135,13 @@ class Metrics:
         audit_problem: str | None,
     ) -> list[Alert]:
         alerts: list[Alert] = []
-        on_policy = {"policy": policy.to_dict()}
         if audit_problem is not None and not self._audit_alert:
             alerts.append(
                 Alert(
                     "audit_failure",
                     f"the audit sink failed: {audit_problem}: {size} decision(s) denied",
-                    {"problem": audit_problem, "decisions": size, **on_policy},
+                    policy,
+                    {"problem": audit_problem, "decisions": size},
                 )
             )
         self._audit_alert = audit_problem is not None  # re-armed by the next append that succeeds
@@ -146,33 +159,38 @@ class Metrics:
                         "error_rate",
                         f"error rate {rate:.2%} over the last {decided} decision(s) is above "
                         f"{thresholds.error_rate:.2%}: last error: {last.get('code')}: {last.get('message')}",
-                        {"error_rate": rate, "errors": errors, "decisions": decided, "threshold": thresholds.error_rate}
-                        | {"last_error": self._last_error, **on_policy},
+                        policy,
+                        {
+                            "error_rate": rate,
+                            "errors": errors,
+                            "decisions": decided,
+                            "threshold": thresholds.error_rate,
+                            "last_error": self._last_error,
+                        },
                     )
                 )
             self._error_alert = above
 
         if size >= thresholds.min_batch:
-            for name in sorted(denials):
+            above_share = {name for name in denials if name != ERROR and denials[name] / size > thresholds.denial_share}
+            for name in sorted(above_share - self._share_alert):
                 share = denials[name] / size
-                if name == ERROR or share <= thresholds.denial_share or name in self._share_alert:
-                    continue
                 alerts.append(
                     Alert(
                         "denial_share",
                         f"`{name}` denied {denials[name]} of the {size} decisions of a batch ({share:.0%}), "
                         f"above {thresholds.denial_share:.0%}",
+                        policy,
                         {
                             "protection": name,
                             "denied": denials[name],
                             "batch": size,
                             "share": share,
                             "threshold": thresholds.denial_share,
-                            **on_policy,
                         },
                     )
                 )
-            self._share_alert = {name for name in denials if name != ERROR and denials[name] / size > thresholds.denial_share}
+            self._share_alert = above_share
         return alerts
 
     def _window(self, window: int) -> tuple[int, int]:
