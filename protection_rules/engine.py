@@ -367,17 +367,14 @@ class Engine:
                     )
                     for item in evaluated
                 ]
-        self._observe(in_force, decisions, problem)
-        return decisions
-
-    def _observe(self, in_force: _InForce, decisions: list[ProtectionDecision], audit_problem: str | None) -> None:
         # The decisions are final (and recorded): nothing after this point may change or lose them.
         try:
-            alerts = self._metrics.observe(decisions, in_force.thresholds, in_force.compiled.ref, audit_problem=audit_problem)
+            alerts = self._metrics.observe(decisions, in_force.thresholds, in_force.compiled.ref, problem)
             if alerts:
                 deliver(alerts, self._alert_callbacks)
         except Exception:
             alert_logger.exception("counting %d decision(s) failed; the decisions stand", len(decisions))
+        return decisions
 
     # ------------------------------------------------------------------------------ state
 

@@ -2,7 +2,9 @@
 counts raise.
 
 The engine hands each batch of final decisions (what the caller receives, after the audit
-write) to `Metrics.observe` once: one lock per batch, a few integer operations per decision.
+write) to `Metrics.observe` once: one lock per batch, a few integer operations per decision
+(a plain loop: cheaper here than several passes of `map`), and the alert conditions only when
+one could start or end.
 Counts are exact and cover the engine's life; latency percentiles cover the last
 `LATENCY_WINDOW` decisions; the error rate covers the policy's `alerts.window` last decisions.
 """
@@ -14,7 +16,6 @@ import threading
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
-from operator import attrgetter
 from typing import Any
 
 from .alerts import Alert, AlertThresholds
@@ -27,9 +28,6 @@ LATENCY_WINDOW = 10_000  # decisions whose decision_time_ms the percentiles are 
 # errors are kept as far back as the largest `alerts.window` a policy may set
 MAX_ERROR_WINDOW: int = schema("policy")["properties"]["alerts"]["properties"]["window"]["maximum"]
 ERROR = "error"  # the blocking system of a fail-closed deny; not a protection
-_TIME = attrgetter("decision_time_ms")
-_APPROVED = attrgetter("approved")
-_OVERRIDDEN = attrgetter("override_applied")
 
 
 def nearest_rank(ordered: Sequence[float], percent: float) -> float | None:
@@ -67,47 +65,49 @@ class Metrics:
         decisions: Sequence[ProtectionDecision],
         thresholds: AlertThresholds,
         policy: PolicyRef,
-        *,
         audit_problem: str | None = None,
-    ) -> list[Alert]:
+    ) -> Sequence[Alert]:
         """Count one batch of final decisions; return the alerts it raises (to deliver unlocked).
 
         `audit_problem` says why the batch could not be recorded (each decision is then a deny).
         """
-        size = len(decisions)
         denials: dict[str, int] = {}
+        approved = overridden = 0
         with self._lock:
-            first = self._decisions + 1
+            position = self._decisions
             errors_before = self._errors
-            self._decisions += size
-            # the per-decision work runs in C (map, sum); only denials take a Python loop
-            self._latencies.extend(map(_TIME, decisions))
-            approved = sum(map(_APPROVED, decisions))
+            latencies = self._latencies
+            for decision in decisions:
+                position += 1
+                latencies.append(decision.decision_time_ms)
+                if decision.approved:
+                    approved += 1
+                    if decision.override_applied:
+                        overridden += 1
+                    continue
+                for name in decision.blocking_systems:
+                    denials[name] = denials.get(name, 0) + 1
+                if decision.errors:
+                    self._failed(decision, position)
+            size = position - self._decisions
+            self._decisions = position
             self._approved += approved
-            self._overridden += sum(map(_OVERRIDDEN, decisions))  # only an approval is overridden
-            if approved < size:
-                for position, decision in enumerate(decisions, first):
-                    if decision.approved:
-                        continue
-                    for name in decision.blocking_systems:
-                        denials[name] = denials.get(name, 0) + 1
-                    if decision.errors:
-                        self._failed(decision, position)
+            self._overridden += overridden
+            if denials:
+                totals = self._denials
                 for name, count in denials.items():
-                    self._denials[name] = self._denials.get(name, 0) + count
+                    totals[name] = totals.get(name, 0) + count
             if audit_problem is not None:
                 self._audit_failures += size
-            new_errors = self._errors > errors_before
-            if not (
-                new_errors
-                or audit_problem is not None
-                or self._audit_alert
-                or self._error_alert
-                or thresholds is not self._thresholds
-                or size >= thresholds.min_batch
+            if (
+                size < thresholds.min_batch
+                and audit_problem is None
+                and self._errors == errors_before
+                and not (self._audit_alert or self._error_alert)
+                and thresholds is self._thresholds
             ):
-                return []  # no alert can start or end with this batch
-            return self._alerts(size, denials, new_errors, thresholds, policy, audit_problem)
+                return ()  # no alert can start or end with this batch
+            return self._alerts(size, denials, self._errors > errors_before, thresholds, policy, audit_problem)
 
     def _failed(self, decision: ProtectionDecision, position: int) -> None:
         internal = [issue for issue in decision.errors if issue.code in INTERNAL_CODES]
