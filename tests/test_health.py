@@ -218,6 +218,27 @@ def test_a_memory_state_store_is_always_reachable() -> None:
     assert (health["state_store"]["reachable"], health["state_store"]["writable"], health["status"]) == (True, True, "ok")
 
 
+@pytest.mark.parametrize("backend", ["state", "audit"])
+def test_a_sqlite_file_the_os_only_lets_us_read_is_not_writable(tmp_path: Path, monkeypatch, backend: str) -> None:
+    """SQLite opens a write-protected file read-only without a word (and as root nothing is
+    write-protected), so the OS's answer is simulated: the probe's connection is read-only."""
+    connect = sqlite3.connect
+    monkeypatch.setattr(
+        "protection_rules.probing.sqlite3.connect", lambda target, **kw: connect(target.replace("mode=rw", "mode=ro"), **kw)
+    )
+    if backend == "state":
+        store = SqliteStateStore(tmp_path / "state.sqlite")
+        try:
+            probe = store.probe()
+        finally:
+            store.close()
+    else:
+        with open_audit(tmp_path / "audit.sqlite") as sink:
+            probe = sink.probe()
+    assert (probe["reachable"], probe["writable"]) == (True, False)
+    assert "readonly" in probe["problem"]
+
+
 # ------------------------------------------------------------------------------ error rate
 
 

@@ -9,6 +9,7 @@ engine's own output.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -195,7 +196,16 @@ def test_metrics_equal_the_hand_count_of_any_sequence_of_batches(tmp_path_factor
         assert counted(engine.metrics()) == expected(batches)
 
 
-def test_metrics_are_exact_when_threads_decide_at_once() -> None:
+@pytest.fixture()
+def busy_switching():
+    """Switch threads as often as possible, so that counting without the lock loses updates."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(interval)
+
+
+def test_metrics_are_exact_when_threads_decide_at_once(busy_switching) -> None:
     engine = Engine.from_policy(state=BrokenForOneAsset(), audit=None)
     names = ["open", "held", "override", "invalid", "broken", "failing_held"] * 20
     workers = [
@@ -272,6 +282,24 @@ def test_the_error_rate_covers_the_last_window_decisions(approval) -> None:
     assert window["last_error"]["code"] == "state-error"
     assert window["last_error"]["at"] == "2026-03-08T20:00:00Z"
     assert metrics.error_window(11)["errors"] == 2  # a wider window (after a reload) still sees both
+
+
+def test_counting_from_many_threads_loses_nothing(approval, busy_switching) -> None:
+    metrics, denial = Metrics(clock=lambda: 0), failure(approval, "state-error")
+
+    def count() -> None:
+        for _ in range(5000):
+            metrics.observe([approval], AlertThresholds(), REF)
+            metrics.observe([denial, approval], AlertThresholds(), REF)
+
+    workers = [threading.Thread(target=count) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    snapshot = metrics.snapshot()
+    assert (snapshot["decisions"], snapshot["approved"], snapshot["errors"]) == (90_000, 60_000, 30_000)
+    assert snapshot["denials_by_protection"] == {"error": 30_000}
 
 
 def test_invalid_requests_are_not_errors(approval) -> None:
