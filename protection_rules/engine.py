@@ -103,7 +103,7 @@ class Engine:
         # docs/durable-rules.md section 2): a reload retires it here, and reloading the same
         # compiled policy again reuses it, so the leak is one network per distinct policy.
         self._networks: dict[str, RuleNetwork] = {}
-        self._reload_lock = threading.Lock()
+        self._lock = threading.Lock()  # serialises reloads and callback registrations, never decisions
         self._in_force = self._prepare(compiled)
         self._reloads = 0
         self._metrics = Metrics(clock)
@@ -150,13 +150,13 @@ class Engine:
         built its rule network; return it.
 
         Raises `PolicyInvalid` with every issue (`UsageError` for a file that does not exist,
-        `EngineFailure` if the rule network refuses it) and leaves the policy in force untouched. Calls deciding when the reload lands
-        finish under the policy they started with.
+        `EngineFailure` if the rule network refuses it) and leaves the policy in force untouched.
+        Calls deciding when the reload lands finish under the policy they started with.
         """
         if not isinstance(policy, Policy):
             policy = load_policy(policy)
         compiled = compile_policy(policy)
-        with self._reload_lock:
+        with self._lock:
             self._in_force = self._prepare(compiled)
             self._reloads += 1
         return policy
@@ -195,7 +195,7 @@ class Engine:
     def on_alert(self, callback: AlertCallback) -> AlertCallback:
         """Call `callback(alert)` for every alert (besides the `protection_rules.alerts` logger);
         returns it, so it also works as a decorator. A callback that raises is logged."""
-        with self._reload_lock:
+        with self._lock:
             self._alert_callbacks = (*self._alert_callbacks, callback)
         return callback
 

@@ -4,6 +4,9 @@ linted (nothing to warn about)."""
 
 from __future__ import annotations
 
+import json
+
+import jsonschema
 import pytest
 from click.testing import CliRunner
 from test_policy_validation import DEFAULT_TEXT, At, issues_of, resolve
@@ -135,3 +138,21 @@ def test_diff_names_every_change_of_the_block(old_block: str, new_block: str, ex
     diff = diff_policies(old, new)
     assert [str(change) for change in diff.changes] == expected
     assert {(change.kind, change.protection) for change in diff.changes} <= {("alerts", None)}
+
+
+def test_the_diff_report_with_an_alerts_change_validates_against_its_schema(tmp_path) -> None:
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(DEFAULT_TEXT, encoding="utf-8")
+    new.write_text(with_alerts("alerts:\n  window: 500\n"), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["diff", "--format", "json", str(old), str(new)])
+    report = json.loads(result.stdout)
+    jsonschema.validate(report, schema("diff-report"))
+    assert report["changes"] == [
+        {
+            "kind": "alerts",
+            "path": "alerts",
+            "protection": None,
+            "text": 'alerts: (absent) -> {"window": 500}',
+            "new": {"window": 500},
+        }
+    ]
