@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from .audit import RecordFilter, open_audit
 from .cases import load_case_files
-from .decision import INTERNAL_CODES
+from .errors import INTERNAL_CODES
 from .loading import lines_by_name, open_requests
 
 CorpusKind = Literal["requests", "replay", "cases"]

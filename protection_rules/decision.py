@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .compiler import CompiledPolicy
-from .errors import EXIT_APPROVED, EXIT_DENIED, EXIT_INTERNAL, EXIT_INVALID_INPUT, Issue
+from .errors import EXIT_APPROVED, EXIT_DENIED, EXIT_INTERNAL, EXIT_INVALID_INPUT, INTERNAL_CODES, Issue
 from .models import (
     ProtectionDecision,
     ProtectionRequest,
@@ -17,8 +17,6 @@ from .models import (
 from .protections import Context
 from .protections.regime_override import RegimeOverride
 from .timestamps import parse_instant
-
-INTERNAL_CODES = frozenset({"engine-failure", "internal-error", "state-error", "audit-error"})
 
 
 def assemble(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import __version__
+from .alerts import AlertCallback, AlertThresholds, deliver
+from .alerts import logger as alert_logger
 from .commit import AuditedDecisions, Committer, IssuedDecisions
 from .compiler import FACT_KIND, SENTINEL, CompiledPolicy, compile_policy
 from .decision import assemble, failed_closed
@@ -23,13 +26,15 @@ from .errors import (
     StateError,
 )
 from .facts import enrich, resolve_context
+from .health import check_health
 from .loading import RequestDocument
+from .metrics import Metrics
 from .models import AssetState, ProtectionDecision, ProtectionRequest
 from .network import RuleNetwork
 from .parsing import instants_as_text, parse_request, prepare_request_validation, state_chronology_issues
 from .paths import AUDIT_ENV, default_audit_path
 from .policy import Policy, load_policy
-from .protections import Context
+from .protections import Context, Protection
 from .recording import Recorder, wall_clock
 from .resources import default_policy_path
 from .state import StateStore
@@ -72,6 +77,10 @@ class Engine:
     recorded in the audit trail before it is returned, and one that cannot be recorded is a
     deny: by default in `$PROTECT_AUDIT` or the default audit log (see paths.py); pass
     `audit=None` to record nothing, or a sink of your own.
+
+    `reload(path)` swaps in another policy while the engine runs; each call that decides
+    takes the policy in force once, so its decisions are made wholly under one policy.
+    `metrics()`, `health()` and `on_alert(callback)`: README, "Operations".
     """
 
     def __init__(
@@ -83,23 +92,22 @@ class Engine:
         new_id: Callable[[], str] | None = None,
         clock: Callable[[], int] = wall_clock,
     ):
-        self.compiled = compiled
         self.state = state
         self.audit = open_default_audit() if audit is DEFAULT_AUDIT else audit
         self._owns_audit = audit is DEFAULT_AUDIT
-        self._clock = clock  # epoch microseconds; only recording checks it, never a decision
+        self._clock = clock  # epoch microseconds: recording checks it, metrics stamp errors; never a decision
         self._issued = IssuedDecisions() if self.audit is None else None
-        self._protections = compiled.enabled_protections()
         prepare_request_validation()  # compile once here, not inside the first decision's time
         self._new_id = new_id or _random_id
-        self._network = RuleNetwork(
-            compiled.ruleset_name,
-            compiled.ruleset_json,
-            kind=FACT_KIND,
-            sentinel=SENTINEL,
-            fact_types=compiled.fact_types,
-            max_activations=compiled.max_activations,
-        )
+        # Every rule network this engine built, by ruleset name. A network is never freed (see
+        # docs/durable-rules.md section 2): a reload retires it here, and reloading the same
+        # compiled policy again reuses it, so the leak is one network per distinct policy.
+        self._networks: dict[str, RuleNetwork] = {}
+        self._lock = threading.Lock()  # serialises reloads and callback registrations, never decisions
+        self._in_force = self._prepare(compiled)
+        self._reloads = 0
+        self._metrics = Metrics(clock)
+        self._alert_callbacks: tuple[AlertCallback, ...] = ()
 
     @classmethod
     def from_policy(cls, policy: str | Path | Policy | None = None, **options: Any) -> Engine:
@@ -123,8 +131,73 @@ class Engine:
         self.close()
 
     @property
+    def compiled(self) -> CompiledPolicy:
+        """The compiled policy in force (a reload replaces it)."""
+        return self._in_force.compiled
+
+    @property
     def policy(self) -> Policy:
-        return self.compiled.policy
+        return self._in_force.compiled.policy
+
+    @property
+    def _network(self) -> RuleNetwork:
+        return self._in_force.network
+
+    # ------------------------------------------------------------------------------ operations
+
+    def reload(self, policy: str | Path | Policy) -> Policy:
+        """Put another policy in force, atomically, once it has loaded, validated, compiled and
+        built its rule network; return it.
+
+        Raises `PolicyInvalid` with every issue (`UsageError` for a file that does not exist,
+        `EngineFailure` if the rule network refuses it) and leaves the policy in force untouched.
+        Calls deciding when the reload lands finish under the policy they started with.
+        """
+        if not isinstance(policy, Policy):
+            policy = load_policy(policy)
+        compiled = compile_policy(policy)
+        with self._lock:
+            self._in_force = self._prepare(compiled)
+            self._reloads += 1
+        return policy
+
+    def _prepare(self, compiled: CompiledPolicy) -> _InForce:
+        network = self._networks.get(compiled.ruleset_name)
+        if network is None:
+            network = RuleNetwork(
+                compiled.ruleset_name,
+                compiled.ruleset_json,
+                kind=FACT_KIND,
+                sentinel=SENTINEL,
+                fact_types=compiled.fact_types,
+                max_activations=compiled.max_activations,
+            )
+            self._networks[compiled.ruleset_name] = network
+        return _InForce(compiled, network, tuple(compiled.enabled_protections()), compiled.policy.alerts)
+
+    def metrics(self) -> dict[str, Any]:
+        """What this engine decided since it was built, across reloads (README, "Operations")."""
+        return self._metrics.snapshot()
+
+    def health(self) -> dict[str, Any]:
+        """Status, the policy in force, the state store and audit sink probes, the error rate
+        over the policy's `alerts.window` last decisions and the last error (README, "Operations")."""
+        in_force = self._in_force
+        return check_health(
+            policy=in_force.compiled.ref,
+            reloads=self._reloads,
+            state=self.state,
+            audit=self.audit,
+            errors=self._metrics.error_window(in_force.thresholds.window),
+            thresholds=in_force.thresholds,
+        )
+
+    def on_alert(self, callback: AlertCallback) -> AlertCallback:
+        """Call `callback(alert)` for every alert (besides the `protection_rules.alerts` logger);
+        returns it, so it also works as a decorator. A callback that raises is logged."""
+        with self._lock:
+            self._alert_callbacks = (*self._alert_callbacks, callback)
+        return callback
 
     # ------------------------------------------------------------------------------ deciding
 
@@ -136,7 +209,10 @@ class Engine:
         source: str | None = None,
     ) -> ProtectionDecision:
         """Decide one request. Never raises for bad input: an invalid request is a deny."""
-        return self._recorded([self._evaluate(request, explain=explain, source=source, trace_id=self._new_id())])[0]
+        in_force = self._in_force
+        return self._recorded(
+            in_force, [self._evaluate(in_force, request, explain=explain, source=source, trace_id=self._new_id())]
+        )[0]
 
     def evaluate_many(
         self,
@@ -146,11 +222,15 @@ class Engine:
         sources: Sequence[str] | None = None,
     ) -> list[ProtectionDecision]:
         """Decide a batch: one decision per request, same order, one trace id, one audit write."""
-        trace_id = self._new_id()
+        in_force, trace_id = self._in_force, self._new_id()
         items = list(requests)
         labels = list(sources) if sources is not None else [None] * len(items)
         return self._recorded(
-            [self._evaluate(r, explain=explain, source=s, trace_id=trace_id) for r, s in zip(items, labels, strict=True)]
+            in_force,
+            [
+                self._evaluate(in_force, r, explain=explain, source=s, trace_id=trace_id)
+                for r, s in zip(items, labels, strict=True)
+            ],
         )
 
     def evaluate_documents(
@@ -161,22 +241,23 @@ class Engine:
         Yields each document with its decision, in input order, one trace id for the whole
         call. Every `chunk_size` documents are recorded in one audit write before any of their
         decisions is yielded: memory stays bounded for any number of documents, and nothing
-        unrecorded is ever handed out.
+        unrecorded is ever handed out. The whole call decides under the policy in force when it
+        starts (a reload meanwhile applies to the next call).
         """
-        trace_id = self._new_id()
+        in_force, trace_id = self._in_force, self._new_id()
         pending = iter(documents)
         while chunk := list(islice(pending, chunk_size)):
             evaluated = [
-                self._rejection(doc.issues, raw=doc.raw, trace_id=trace_id)
+                self._rejection(in_force, doc.issues, raw=doc.raw, trace_id=trace_id)
                 if doc.issues
-                else self._evaluate(doc.data, explain=explain, source=doc.label, trace_id=trace_id)
+                else self._evaluate(in_force, doc.data, explain=explain, source=doc.label, trace_id=trace_id)
                 for doc in chunk
             ]
-            yield from zip(chunk, self._recorded(evaluated), strict=True)
+            yield from zip(chunk, self._recorded(in_force, evaluated), strict=True)
 
-    def _rejection(self, issues: Sequence[Issue], *, raw: str | None, trace_id: str) -> _Evaluated:
+    def _rejection(self, in_force: _InForce, issues: Sequence[Issue], *, raw: str | None, trace_id: str) -> _Evaluated:
         started = time.perf_counter()
-        decision = self._failed(_invalid_reason(issues), issues, None, trace_id, started)
+        decision = self._failed(in_force, _invalid_reason(issues), issues, None, trace_id, started)
         return self._evaluated(decision, {"unparsed": raw} if raw is not None else None, None)
 
     def _evaluated(
@@ -186,29 +267,29 @@ class Engine:
         record = _record(decision, received, ctx, stored) if self.audit is not None else None
         return _Evaluated(decision, received, record)
 
-    def _evaluate(self, request: Any, *, explain: bool, source: str | None, trace_id: str) -> _Evaluated:
+    def _evaluate(self, in_force: _InForce, request: Any, *, explain: bool, source: str | None, trace_id: str) -> _Evaluated:
         started = time.perf_counter()
         received = _as_received(request) if self.audit is not None else None
         try:
-            decision, ctx = self._decide(request, explain=explain, source=source, trace_id=trace_id, started=started)
+            decision, ctx = self._decide(in_force, request, explain=explain, source=source, trace_id=trace_id, started=started)
             return self._evaluated(decision, received, ctx)
         except RequestInvalid as exc:
-            decision = self._failed(_invalid_reason(exc.issues), exc.issues, request, trace_id, started)
+            decision = self._failed(in_force, _invalid_reason(exc.issues), exc.issues, request, trace_id, started)
             return self._evaluated(decision, received, None, getattr(exc, "stored", None))
         except EngineFailure as exc:
             issue = Issue("engine-failure", "$", str(exc), source)
-            decision = self._failed(f"Engine error: {exc}", [issue], request, trace_id, started)
+            decision = self._failed(in_force, f"Engine error: {exc}", [issue], request, trace_id, started)
         except StateError as exc:
             issue = Issue("state-error", "$", str(exc), source)
-            decision = self._failed(f"State store error: {exc}", [issue], request, trace_id, started)
+            decision = self._failed(in_force, f"State store error: {exc}", [issue], request, trace_id, started)
         except Exception as exc:  # the fail-closed boundary: no error is ever an approval
             message = f"{type(exc).__name__}: {exc}"
             issue = Issue("internal-error", "$", message, source)
-            decision = self._failed(f"Internal error: {message}", [issue], request, trace_id, started)
+            decision = self._failed(in_force, f"Internal error: {message}", [issue], request, trace_id, started)
         return self._evaluated(decision, received, None)
 
     def _decide(
-        self, request: Any, *, explain: bool, source: str | None, trace_id: str, started: float
+        self, in_force: _InForce, request: Any, *, explain: bool, source: str | None, trace_id: str, started: float
     ) -> tuple[ProtectionDecision, Context]:
         if isinstance(request, ProtectionRequest):
             # re-validate typed requests too: a hand-built object must not skip the checks
@@ -223,28 +304,31 @@ class Engine:
                 issues = state_chronology_issues(stored, parsed.current_date, f"state store {self.state.path}")
                 if issues:
                     raise _StoredStateInvalid(issues, stored)
+        compiled = in_force.compiled
         ctx = resolve_context(parsed, stored)
-        fact = enrich(self._protections, ctx)
-        fired = self._network.fire(fact)
-        expected = self.compiled.expected(fact)
+        fact = enrich(in_force.protections, ctx)
+        fired = in_force.network.fire(fact)
+        expected = compiled.expected(fact)
         if fired != expected:
             raise EngineFailure(f"rule network fired {list(fired)} but the policy's conditions give {list(expected)}")
         decision = assemble(
-            self.compiled,
+            compiled,
             ctx,
             fact,
             fired,
             trace_id=trace_id,
             decision_id=self._new_id(),
             engine_version=__version__,
-            explanation=self.compiled.explain(fact) if explain else None,
+            explanation=compiled.explain(fact) if explain else None,
             started=started,
         )
         return decision, ctx
 
-    def _failed(self, reason: str, issues: Any, request: Any, trace_id: str, started: float) -> ProtectionDecision:
+    def _failed(
+        self, in_force: _InForce, reason: str, issues: Any, request: Any, trace_id: str, started: float
+    ) -> ProtectionDecision:
         return failed_closed(
-            self.compiled,
+            in_force.compiled,
             reason,
             issues,
             request=request,
@@ -256,28 +340,41 @@ class Engine:
 
     # ------------------------------------------------------------------------------ recording
 
-    def _recorded(self, evaluated: list[_Evaluated]) -> list[ProtectionDecision]:
-        """Write the batch's audit records in one go; if that fails, every decision is a deny."""
+    def _recorded(self, in_force: _InForce, evaluated: list[_Evaluated]) -> list[ProtectionDecision]:
+        """Write the batch's audit records in one go; if that fails, every decision is a deny.
+        Then count the decisions as returned."""
+        problem = None
         if self.audit is None:
             assert self._issued is not None
             for item in evaluated:
                 self._issued.keep(item.decision)
-            return [item.decision for item in evaluated]
+            decisions = [item.decision for item in evaluated]
+        else:
+            try:
+                self.audit.append([item.record for item in evaluated])
+                decisions = [item.decision for item in evaluated]
+            except (AuditError, OSError, ValueError, TypeError) as exc:
+                problem = str(exc)
+                message = f"the decision could not be recorded in the audit trail: {exc}"
+                decisions = [
+                    self._failed(
+                        in_force,
+                        f"Audit error: {message}",
+                        [Issue("audit-error", "$", message, getattr(self.audit, "path", None))],
+                        item.received,
+                        item.decision.trace_id,
+                        time.perf_counter(),
+                    )
+                    for item in evaluated
+                ]
+        # The decisions are final (and recorded): nothing after this point may change or lose them.
         try:
-            self.audit.append([item.record for item in evaluated])
-        except (AuditError, OSError, ValueError, TypeError) as exc:
-            message = f"the decision could not be recorded in the audit trail: {exc}"
-            return [
-                self._failed(
-                    f"Audit error: {message}",
-                    [Issue("audit-error", "$", message, getattr(self.audit, "path", None))],
-                    item.received,
-                    item.decision.trace_id,
-                    time.perf_counter(),
-                )
-                for item in evaluated
-            ]
-        return [item.decision for item in evaluated]
+            alerts = self._metrics.observe(decisions, in_force.thresholds, in_force.compiled.ref, problem)
+            if alerts:
+                deliver(alerts, self._alert_callbacks)
+        except Exception:
+            alert_logger.exception("counting %d decision(s) failed; the decisions stand", len(decisions))
+        return decisions
 
     # ------------------------------------------------------------------------------ state
 
@@ -302,6 +399,16 @@ class Engine:
         if self.state is None:
             raise StateError("no state store configured: pass state=... or --state PATH")
         Recorder(self.state, clock=self._clock).record_execution(asset, kind, at, size)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _InForce:
+    """The policy in force and what deciding under it needs; a call that decides reads it once."""
+
+    compiled: CompiledPolicy
+    network: RuleNetwork
+    protections: tuple[Protection, ...]
+    thresholds: AlertThresholds
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -13,6 +13,9 @@ EXIT_USAGE = 2
 EXIT_INVALID_INPUT = 3
 EXIT_INTERNAL = 4
 
+# Issue codes of a failure of the engine or its environment, not of the input (exit code 4)
+INTERNAL_CODES = frozenset({"engine-failure", "internal-error", "state-error", "audit-error"})
+
 
 @dataclass(frozen=True, slots=True)
 class Issue:

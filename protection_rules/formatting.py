@@ -9,7 +9,7 @@ is returned: it must validate, hash to the same sha256 and hold the same comment
 The layout (README, "The canonical layout"): keys in the schema's order, protections in hierarchy order
 (then any left out of it, in the schema's order); two-space indent; the hierarchy one name per
 line, every other list in flow style (`blocks: [close, decrease]`); one blank line before
-`hierarchy` and `protections` and between protection blocks, none anywhere else;
+`hierarchy`, `protections` and `alerts` and between protection blocks, none anywhere else;
 strings quoted only where a plain scalar would read differently; no document markers; a final
 newline.
 """
@@ -38,7 +38,7 @@ from .resources import schema
 INDENT = "  "
 # Top-level keys that open a section after the head (apiVersion, kind, metadata): a blank line
 # goes before each.
-SECTIONS = ("hierarchy", "protections")
+SECTIONS = ("hierarchy", "protections", "alerts")
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from typing import Any, Literal, NamedTuple
 
 from . import __version__
 from .corpus import INVALID, Corpus, CorpusItem, CorpusKind, open_corpus
-from .decision import INTERNAL_CODES
+from .errors import INTERNAL_CODES
 from .models import ProtectionDecision
 from .parallel import chunked, ordered_map
 from .policy_diff import Change, PolicyDiff
@@ -148,7 +148,9 @@ def cause(diff: PolicyDiff, transitions: Sequence[Transition]) -> tuple[Change, 
     if any("overridden" in (old, new) for _, old, new in transitions):
         names.add("regime_override")
     found = diff.for_protections(names)
-    return tuple(found or [change for change in diff.changes if change.protection is None and change.kind != "metadata"])
+    return tuple(
+        found or [change for change in diff.changes if change.protection is None and change.kind not in ("metadata", "alerts")]
+    )
 
 
 def _example(item: CorpusItem, old: Brief, new: Brief) -> dict[str, Any]:

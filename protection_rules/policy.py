@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .alerts import AlertThresholds
 from .canonical import content_hash
 from .errors import Issue, PolicyInvalid
 from .loading import DocumentInvalid, SourceMap, load_yaml, read_text
@@ -21,7 +22,8 @@ class Policy:
     """A validated policy. `sha256` hashes its canonical JSON, so comments and layout don't count.
 
     `source_map` keeps where each value was written, so findings about a valid policy (lint
-    warnings) carry lines like errors do.
+    warnings) carry lines like errors do. `alerts` is the optional `alerts` block with its
+    defaults filled in (the document, and so the sha256, stays as written).
     """
 
     name: str
@@ -34,6 +36,7 @@ class Policy:
     source: str
     document: Mapping[str, Any]
     source_map: SourceMap = field(compare=False, repr=False)
+    alerts: AlertThresholds = field(default_factory=AlertThresholds)
 
     def priority(self, name: str) -> int:
         return self.hierarchy.index(name) + 1
@@ -82,6 +85,7 @@ def policy_from_data(data: Any, source: SourceMap) -> Policy:
         source=source.file or "<policy>",
         document=data,
         source_map=source,
+        alerts=AlertThresholds.from_block(data.get("alerts")),
     )
 
 

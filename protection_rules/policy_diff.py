@@ -14,7 +14,7 @@ from .loading import DocumentInvalid, load_yaml
 from .policy import Policy
 from .policy_source import PolicySource, policy_at_revision
 
-ChangeKind = Literal["metadata", "hierarchy", "added", "removed", "enabled", "disabled", "bypass", "parameter"]
+ChangeKind = Literal["metadata", "hierarchy", "added", "removed", "enabled", "disabled", "bypass", "parameter", "alerts"]
 
 
 class _Absent:
@@ -71,7 +71,8 @@ class PolicyDiff:
 
 def diff_policies(old: Policy, new: Policy) -> PolicyDiff:
     """Every difference between two validated policies, metadata first, then the hierarchy,
-    then each protection in the new hierarchy's order (protections only the old one has last)."""
+    then each protection in the new hierarchy's order (protections only the old one has last),
+    then the `alerts` block (which changes no decision)."""
     changes = _walk(old.document.get("metadata", {}), new.document.get("metadata", {}), "metadata", None, "metadata")
     if old.hierarchy != new.hierarchy:
         changes.append(Change("hierarchy", "hierarchy", None, list(old.hierarchy), list(new.hierarchy)))
@@ -85,6 +86,8 @@ def diff_policies(old: Policy, new: Policy) -> PolicyDiff:
             changes.append(Change("removed", path, name, old_blocks[name], ABSENT))
         elif name in old_blocks:
             changes += _walk(old_blocks[name], new_blocks[name], path, name, "parameter")
+    if "alerts" in old.document or "alerts" in new.document:
+        changes += _walk(old.document.get("alerts", ABSENT), new.document.get("alerts", ABSENT), "alerts", None, "alerts")
     return PolicyDiff(old, new, tuple(changes))
 
 

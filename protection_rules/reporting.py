@@ -77,3 +77,14 @@ def warning_text(issue: Issue) -> str:
 
 def to_json_line(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, allow_nan=False)
+
+
+def metrics_line(metrics: dict[str, Any]) -> str:
+    """`Engine.metrics()` in one line, for `protect evaluate -v`."""
+    latency = metrics["latency_ms"]
+    times = f"; p50 {latency['p50']:g} ms, p99 {latency['p99']:g} ms" if latency["window"] else ""
+    return (
+        f"{metrics['decisions']} decision(s): {metrics['approved']} approved, {metrics['denied']} denied "
+        f"({metrics['overridden']} approved by override, {metrics['invalid']} invalid, {metrics['errors']} error(s))"
+        f"{times}"
+    )

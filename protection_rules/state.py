@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from .errors import Issue, RequestInvalid, StateError
 from .models import (
@@ -25,6 +25,7 @@ from .models import (
     StateChange,
 )
 from .parsing import MAX_MAGNITUDE
+from .probing import probe_result, probe_sqlite
 from .resources import schema
 from .timestamps import format_instant
 
@@ -95,6 +96,8 @@ class StateStore(Protocol):
     def delete_core(self, asset: str) -> None: ...
 
     def close(self) -> None: ...
+
+    # Optional: `probe() -> probing.probe_result(...)`, which `Engine.health()` calls when present.
 
 
 # ------------------------------------------------------------------------------------- memory
@@ -179,6 +182,9 @@ class MemoryStateStore:
 
     def close(self) -> None:
         return None
+
+    def probe(self) -> dict[str, Any]:
+        return probe_result(True, True)
 
 
 # ------------------------------------------------------------------------------------- sqlite
@@ -339,6 +345,16 @@ class SqliteStateStore:
 
     def delete_core(self, asset: str) -> None:
         self._write([("DELETE FROM core WHERE asset = ?", (asset,))])
+
+    def probe(self) -> dict[str, Any]:
+        """Reachable: the file opens anew and has its schema; writable: a write transaction
+        starts and takes a write (rolled back: nothing is written)."""
+        return probe_sqlite(
+            self.path,
+            table="schema_version",
+            read=lambda conn: conn.execute("SELECT version FROM schema_version").fetchone(),
+            write=lambda conn: None,
+        )
 
     def close(self) -> None:
         with self._lock:

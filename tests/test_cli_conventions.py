@@ -202,6 +202,25 @@ def test_evaluate_quiet_is_the_verdict_line_and_verbose_adds_what_was_used():
     assert normal.stderr == quiet.stderr == ""
 
 
+def test_evaluate_verbose_ends_with_the_engines_metrics(tmp_path):
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text(
+        '{"asset": "NVDA", "action": "open", "current_date": "2026-03-20T12:00:00Z"}\n'
+        '{"asset": "AAPL", "action": "close", "current_date": "2026-03-20T12:00:00Z",'
+        ' "position_entry_date": "2026-03-19T12:00:00Z",'
+        ' "regime": {"changed": true, "severity": "high", "change_date": "2026-03-19T00:00:00Z"}}\n'
+        '{"asset": "AAPL", "action": "close", "current_date": "2026-03-20T12:00:00Z",'
+        ' "position_entry_date": "2026-03-19T12:00:00Z"}\n'
+        "not json\n",
+        encoding="utf-8",
+    )
+    last = run("evaluate", "--no-audit", "--no-state", "-v", str(batch)).stderr.splitlines()[-1]
+    # an open, an override of the holding period, a close held one day, a line that is no JSON
+    head, times = last.split("; ")
+    assert head == "4 decision(s): 2 approved, 2 denied (1 approved by override, 1 invalid, 0 error(s))"
+    assert times.startswith("p50 ") and times.endswith(" ms")
+
+
 def test_quiet_and_verbose_leave_json_alone():
     outputs = {flag: run("evaluate", "--no-audit", "--format", "json", flag, HOLDING).stdout for flag in ("-q", "-v")}
     decisions = [json.loads(text) for text in outputs.values()]

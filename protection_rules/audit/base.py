@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, Self
 
 from ..errors import AuditError, os_reason
+from ..probing import probe_result
 from .chain import check_batch, check_event
 
 DEFAULT_TIMEOUT = 30.0
@@ -32,6 +33,8 @@ class AuditSink(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional: `probe() -> probing.probe_result(...)`, which `Engine.health()` calls when present.
+
 
 class UnwritableAudit:
     """Stands in for an audit log that cannot be opened: every call fails, so every decision denies."""
@@ -47,6 +50,9 @@ class UnwritableAudit:
 
     def find(self, decision_id: str) -> dict[str, Any] | None:
         raise AuditError(self.problem)
+
+    def probe(self) -> dict[str, Any]:
+        return probe_result(False, False, self.problem)
 
     def close(self) -> None:
         return None

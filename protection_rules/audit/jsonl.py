@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from ..canonical import canonical_json
 from ..errors import AuditError, os_reason
+from ..probing import PROBE_TIMEOUT, probe_result
 from .base import DEFAULT_TIMEOUT, LogFile, Mode, make_parent
 from .chain import (
     GENESIS_HASH,
@@ -114,6 +115,30 @@ class JsonlAuditLog(LogFile):
                 os.close(self._fd)
                 self._fd = None
 
+    def probe(self) -> dict[str, Any]:
+        """Reachable: the file at the path is still the one this sink writes to (not moved,
+        replaced or deleted); writable: opened for appending, and the end of the chain, read under
+        a shared lock, is one an append would extend (an interrupted append is fine: the next
+        append rolls it back). Nothing is written."""
+        fd = self._fd
+        if fd is None:
+            return probe_result(False, False, f"{self.path}: the audit log is closed")
+        reachable = False
+        try:
+            with self._snapshot(PROBE_TIMEOUT) as (handle, tail):
+                ours, there = os.fstat(fd), os.fstat(handle.fileno())
+                if (ours.st_dev, ours.st_ino) != (there.st_dev, there.st_ino):
+                    return probe_result(False, False, f"{self.path}: the file was moved or replaced since it was opened")
+                reachable = True
+                if self._mode != "append":
+                    return probe_result(True, False, f"{self.path}: opened read-only")
+                self._chain_end(tail)
+        except AuditError as exc:
+            return probe_result(reachable, False, str(exc))
+        except OSError as exc:
+            return probe_result(reachable, False, f"{self.path}: {os_reason(exc)}")
+        return probe_result(True, True)
+
     # -- writing
 
     def _append(self, batch: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -129,20 +154,24 @@ class JsonlAuditLog(LogFile):
         """Under LOCK_EX: check the end of the chain, roll back an interrupted append, and return
         the sequence and hash the next record chains onto."""
         tail = _scan(fd, os.fstat(fd).st_size)
-        if tail.problem:
-            raise AuditError(f"{self.path}: damaged audit log: {tail.problem}: nothing was appended: run `protect audit verify`")
-        sequence, prev_hash = 0, GENESIS_HASH
-        if tail.last is not None:
-            broken = link_problem(tail.before, tail.last)
-            if broken:
-                raise AuditError(
-                    f"{self.path}: the audit chain is broken at its end: {broken}: nothing was appended: "
-                    "run `protect audit verify`"
-                )
-            sequence, prev_hash = tail.last.sequence, tail.last.hash or ""
+        sequence, prev_hash = self._chain_end(tail)
         if tail.dropped is not None:
             sequence, prev_hash = self._roll_back(fd, tail, sequence, prev_hash)
         return sequence, prev_hash
+
+    def _chain_end(self, tail: _Tail) -> tuple[int, str]:
+        """The sequence and hash the next record chains onto; raises `AuditError` when the end
+        is damaged or its last record does not link to the one before."""
+        if tail.problem:
+            raise AuditError(f"{self.path}: damaged audit log: {tail.problem}: nothing was appended: run `protect audit verify`")
+        if tail.last is None:
+            return 0, GENESIS_HASH
+        broken = link_problem(tail.before, tail.last)
+        if broken:
+            raise AuditError(
+                f"{self.path}: the audit chain is broken at its end: {broken}: nothing was appended: run `protect audit verify`"
+            )
+        return tail.last.sequence, tail.last.hash or ""
 
     def _roll_back(self, fd: int, tail: _Tail, sequence: int, prev_hash: str) -> tuple[int, str]:
         """Cut the debris of an interrupted append off (keeping a copy beside the log) and record
@@ -254,7 +283,7 @@ class JsonlAuditLog(LogFile):
             yield from _numbered(handle, tail.end)
 
     @contextmanager
-    def _snapshot(self) -> Iterator[tuple[IO[bytes], _Tail]]:
+    def _snapshot(self, timeout: float | None = None) -> Iterator[tuple[IO[bytes], _Tail]]:
         """A handle of our own and the end of the log as seen under LOCK_SH. Live writers append
         whole batches under LOCK_EX, so that end is a batch boundary; what lies beyond it is the
         debris of a crashed writer, or damage."""
@@ -265,7 +294,7 @@ class JsonlAuditLog(LogFile):
         except OSError as exc:
             raise AuditError(f"{self.path}: cannot read the audit log: {os_reason(exc)}") from exc
         with handle:
-            with _flocked(handle.fileno(), fcntl.LOCK_SH, self._timeout, self.path):
+            with _flocked(handle.fileno(), fcntl.LOCK_SH, self._timeout if timeout is None else timeout, self.path):
                 tail = _scan(handle.fileno(), os.fstat(handle.fileno()).st_size)
             yield handle, tail
 

@@ -3,12 +3,12 @@ SQLite turns it into SQL) and the stats summary over the filtered decision recor
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..metrics import nearest_rank
 from ..timestamps import format_instant, parse_instant
 from .chain import KINDS, record_instant, record_kind
 
@@ -80,15 +80,6 @@ class RecordFilter:
 ALL_RECORDS = RecordFilter()
 
 
-def _nearest_rank(ordered: list[float], percent: float) -> float | None:
-    """Nearest-rank percentile: the smallest value with at least `percent`% of values <= it,
-    i.e. ordered[ceil(percent/100 * n) - 1]; always one of the observed values."""
-    if not ordered:
-        return None
-    rank = max(1, math.ceil(percent / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
 class _Tally:
     def __init__(self) -> None:
         self.count = self.approved = self.overrides = 0
@@ -116,7 +107,7 @@ class _Tally:
             "overrides": self.overrides,
             "override_rate": rate(self.overrides),
             "denials_by_protection": dict(sorted(self.denials.items(), key=lambda item: (-item[1], item[0]))),
-            "decision_time_ms": {"p50": _nearest_rank(ordered, 50), "p99": _nearest_rank(ordered, 99)},
+            "decision_time_ms": {"p50": nearest_rank(ordered, 50), "p99": nearest_rank(ordered, 99)},
         }
 
 

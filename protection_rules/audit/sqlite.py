@@ -14,6 +14,7 @@ from typing import Any
 
 from ..canonical import canonical_json, sha256_hex
 from ..errors import AuditError
+from ..probing import probe_result, probe_sqlite
 from .base import DEFAULT_TIMEOUT, LogFile, Mode, make_parent
 from .chain import (
     GENESIS_HASH,
@@ -169,6 +170,20 @@ class SqliteAuditLog(LogFile):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+    def probe(self) -> dict[str, Any]:
+        """Reachable: the file opens anew and is an audit log we know; writable: opened for
+        appending, and a write transaction starts and finds the end of the chain intact (then
+        rolls back: nothing is written)."""
+        if self._conn is None:
+            return probe_result(False, False, f"{self.path}: the audit log is closed")
+
+        def end(conn: sqlite3.Connection) -> None:
+            self._chain_end(conn)
+
+        return probe_sqlite(
+            self.path, table="schema_version", read=self._schema_version, write=end if self._mode == "append" else None
+        )
 
     # -- writing
 

@@ -9,7 +9,7 @@ import click
 from ..decision import exit_code
 from ..loading import RequestDocument, lines_by_name, open_requests
 from ..models import ProtectionDecision
-from ..reporting import decision_json, decision_text, verdict_line
+from ..reporting import decision_json, decision_text, metrics_line, verdict_line
 from ..timestamps import format_instant
 from .options import (
     audit_options,
@@ -49,7 +49,7 @@ def evaluate(request, policy_path, fmt, now, explain, state_path, no_state, audi
     Exit 0 when all are approved, 1 when any is denied, 3 when any input is invalid,
     4 on an internal failure (including an audit trail that cannot be written).
     Text: -q prints only each verdict line; -v also the policy, state store and audit
-    trail used and the counts (on stderr).
+    trail used and the engine's metrics (on stderr).
 
     \b
     Example:
@@ -67,16 +67,15 @@ def evaluate(request, policy_path, fmt, now, explain, state_path, no_state, audi
             policy = engine.policy
             say(f"policy {policy.source} ({policy.name} {policy.version}, sha256 {policy.sha256})")
             say(f"state {store.path if store else 'none'}; audit {sink.path if sink else 'none'}")
-            worst, counts = 0, {"approved": 0, "denied": 0}
+            worst = 0
             for document, decision in engine.evaluate_documents(documents, explain=explain):
                 echo_report(_render(decision, document, fmt, lines=requests.lines))
                 worst = max(worst, exit_code([decision]))
-                counts["approved" if decision.approved else "denied"] += 1
         finally:
             for resource in (store, sink):
                 if resource is not None:
                     resource.close()
-    say(f"{sum(counts.values())} decision(s): {counts['approved']} approved, {counts['denied']} denied")
+    say(metrics_line(engine.metrics()))
     raise click.exceptions.Exit(worst)
 
 
