@@ -89,7 +89,7 @@ class Engine:
         self._owns_audit = audit is DEFAULT_AUDIT
         self._clock = clock  # epoch microseconds; only recording checks it, never a decision
         self._issued = IssuedDecisions() if self.audit is None else None
-        self._protections = compiled.enabled_protections()
+        self._sources = compiled.fact_sources
         prepare_request_validation()  # compile once here, not inside the first decision's time
         self._new_id = new_id or _random_id
         self._network = RuleNetwork(
@@ -224,7 +224,7 @@ class Engine:
                 if issues:
                     raise _StoredStateInvalid(issues, stored)
         ctx = resolve_context(parsed, stored)
-        fact = enrich(self._protections, ctx)
+        fact = enrich(self._sources, ctx)
         fired = self._network.fire(fact)
         expected = self.compiled.expected(fact)
         if fired != expected:
