@@ -8,7 +8,6 @@ other (network.py, engine.py).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass

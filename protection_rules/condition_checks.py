@@ -56,7 +56,11 @@ class _Walk:
 
     def node(self, node: Any, path: Path_, depth: int) -> list[Issue]:
         if not isinstance(node, dict):
-            self.issue("condition-shape", path, f"a condition is a mapping (`all`, `any`, `not`, or `fact` with an operator), got {_shown(node)}")
+            self.issue(
+                "condition-shape",
+                path,
+                f"a condition is a mapping (`all`, `any`, `not`, or `fact` with an operator), got {_shown(node)}",
+            )
             return self.found
         if depth > MAX_DEPTH:
             self.issue("condition-shape", path, f"conditions are nested more than {MAX_DEPTH} deep")
@@ -71,7 +75,9 @@ class _Walk:
         if groups:
             if len(groups) > 1 or "fact" in node or operators:
                 others = " and ".join(f"`{key}`" for key in [*groups, *(["fact"] if "fact" in node else []), *operators])
-                self.issue("condition-shape", path, f"{others} in one condition: give each its own condition, under `all` or `any`")
+                self.issue(
+                    "condition-shape", path, f"{others} in one condition: give each its own condition, under `all` or `any`"
+                )
                 return self.found
             self.group(groups[0], node[groups[0]], (*path, groups[0]), depth)
         elif "fact" not in node:
@@ -114,7 +120,12 @@ class _Walk:
             return
         if len(operators) > 1:
             both = " and ".join(f"`{op}`" for op in operators)
-            self.issue("condition-shape", (*path, operators[1]), f"{both} in one condition: one operator per condition, under `all`", key=True)
+            self.issue(
+                "condition-shape",
+                (*path, operators[1]),
+                f"{both} in one condition: one operator per condition, under `all`",
+                key=True,
+            )
             return
         if spec is not None:
             self.literal(spec, operators[0], node[operators[0]], (*path, operators[0]))
@@ -125,7 +136,11 @@ class _Walk:
                 self.issue("condition-type", path, f"`exists` takes true or false, got {_shown(value)}")
             return
         if word in _ORDERING and spec.type is not float:
-            self.issue("condition-type", path, f"`{spec.name}` is a {spec.type_name}: `{word}` compares numbers; use eq, ne, in or not_in")
+            self.issue(
+                "condition-type",
+                path,
+                f"`{spec.name}` is a {spec.type_name}: `{word}` compares numbers; use eq, ne, in or not_in",
+            )
             return
         if word in ("in", "not_in"):
             if not isinstance(value, list):
@@ -151,7 +166,9 @@ class _Walk:
             self.issue("condition-value", path, f"`{value}` is too large: numbers must be within +/-1e15")
         elif spec.values and value not in spec.values:
             options = ", ".join(f"`{v}`" for v in spec.values)
-            self.issue("condition-value", path, f"`{value}` is not a `{spec.name}`: one of {options}{did_you_mean(value, spec.values)}")
+            self.issue(
+                "condition-value", path, f"`{value}` is not a `{spec.name}`: one of {options}{did_you_mean(value, spec.values)}"
+            )
         elif spec.name == "asset" and not _asset_pattern().match(value):
             self.issue("condition-value", path, f"`{value}` is not an asset symbol a request can carry")
 
@@ -182,6 +199,8 @@ def _asset_pattern() -> re.Pattern[str]:
 
 
 def _shown(value: Any) -> str:
-    kind = {bool: "boolean", int: "number", float: "number", str: "string", list: "list", dict: "mapping"}.get(type(value), "null")
+    kind = {bool: "boolean", int: "number", float: "number", str: "string", list: "list", dict: "mapping"}.get(
+        type(value), "null"
+    )
     text = json.dumps(value, ensure_ascii=False)
     return f"`{text if len(text) <= 40 else text[:37] + '...'}` ({kind})"

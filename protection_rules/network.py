@@ -66,6 +66,7 @@ def _import_engine(version: tuple[int, int] = sys.version_info[:2]) -> ModuleTyp
 
 _dre = _import_engine()
 
+
 def _encode(fact: Mapping[str, Any]) -> str:
     try:
         return engine_json(fact)

@@ -68,7 +68,9 @@ def measure(body: Mapping[str, Mapping[str, Any]]) -> Measured:
     nodes = _walk(root)
     for node in nodes:
         if len(node.children) > MAX_CHILDREN:
-            problems.append(f"{len(node.children)} different tests follow one test; the rule network takes at most {MAX_CHILDREN}")
+            problems.append(
+                f"{len(node.children)} different tests follow one test; the rule network takes at most {MAX_CHILDREN}"
+            )
         if len(node.next_list) > MAX_NEXT_LIST:
             problems.append(
                 f"{len(node.next_list)} `any` branches or absence tests follow one test; the rule network takes at most {MAX_NEXT_LIST}"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import difflib
-import re
 
 from .canonical import content_hash
 from .condition_checks import custom_issues
@@ -98,7 +97,9 @@ def _protection(name: str, block: Mapping[str, Any]) -> Protection:
 
 def custom_names(blocks: Mapping[str, Any]) -> list[str]:
     """The custom protections (`type: condition`) of a policy's `protections`, in file order."""
-    return [name for name, block in blocks.items() if name not in REGISTRY and isinstance(block, dict) and block.get("type") == TYPE]
+    return [
+        name for name, block in blocks.items() if name not in REGISTRY and isinstance(block, dict) and block.get("type") == TYPE
+    ]
 
 
 def _schema_issues(data: Mapping[str, Any], source: SourceMap) -> list[Issue]:

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal
 from ..conditions import Condition, Expr
 from ..models import AssetState, ProtectionRequest, StateChange, Status
 
+
 @dataclass(frozen=True, slots=True)
 class RuleSpec:
     """A rule as a protection declares it: `<protection>.<outcome>[.<variant>]`, all conditions

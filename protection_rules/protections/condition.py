@@ -130,7 +130,10 @@ def trace(expr: Expr, facts: Mapping[str, Any]) -> dict[str, Any]:
     """The tree as the policy writes it, each node with `held` and each test with the `value`
     seen (null: the request does not carry the fact)."""
     if isinstance(expr, (AllOf, AnyOf)):
-        return {"all" if isinstance(expr, AllOf) else "any": [trace(item, facts) for item in expr.items], "held": expr.holds(facts)}
+        return {
+            "all" if isinstance(expr, AllOf) else "any": [trace(item, facts) for item in expr.items],
+            "held": expr.holds(facts),
+        }
     if isinstance(expr, Not):
         return {"not": trace(expr.item, facts), "held": expr.holds(facts)}
     if expr.op in ("exists", "absent"):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..conditions import AllOf, AnyOf
 from ..models import StateChange
 from ..timestamps import MICROS_PER_DAY, days, format_duration, format_instant
-from ..conditions import AllOf, AnyOf
 from .base import Condition, Context, Outcome, Protection, RuleSpec
 
 
