@@ -100,7 +100,8 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
     body[SENTINEL] = {"pri": SENTINEL_PRI, "all": [{"m": {"_kind": FACT_KIND}}]}
     limits = measure(body)
     if limits.problems:
-        raise PolicyInvalid([Issue("compile-limit", "$", problem, policy.source) for problem in limits.problems])
+        protection_of = {rule.id: rule.protection for rule in rules}
+        raise PolicyInvalid([_limit_issue(policy, protection_of.get(rule), message) for rule, message in limits.problems])
     ruleset_json = engine_json(body)
     digest = hashlib.sha256(ruleset_json.encode("utf-8")).hexdigest()[:12]
     return CompiledPolicy(
@@ -118,6 +119,19 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         # each true path through an `$or` is one activation (network_limits.py)
         max_activations=limits.activations,
     )
+
+
+def _limit_issue(policy: Policy, protection: str | None, message: str) -> Issue:
+    """A limit of the rule network, located at the protection it is about (a custom one's
+    condition), or at `protections` for the policy as a whole."""
+    if protection is None:
+        return policy.source_map.issue("compile-limit", ("protections",), message, key=True)
+    where = (
+        ("protections", protection, "when")
+        if "when" in policy.document["protections"][protection]
+        else ("protections", protection)
+    )
+    return policy.source_map.issue("compile-limit", where, message, key=True)
 
 
 def _disabled(policy: Policy) -> list[str]:

@@ -32,6 +32,20 @@ from .validation import did_you_mean
 
 MAX_DEPTH = 8  # levels of `all`/`any`/`not`; the rule network takes 15 groups per rule anyway
 _ORDERING = ("lt", "le", "gt", "ge")
+# how other languages spell our operators
+_ALIASES = {
+    "gte": "ge",
+    "lte": "le",
+    "neq": "ne",
+    "nin": "not_in",
+    "notin": "not_in",
+    "==": "eq",
+    "!=": "ne",
+    "<": "lt",
+    "<=": "le",
+    ">": "gt",
+    ">=": "ge",
+}
 
 
 def custom_issues(name: str, block: Mapping[str, Any], blocks: Mapping[str, Any], source: SourceMap) -> list[Issue]:
@@ -68,7 +82,11 @@ class _Walk:
         known = {*COMBINATORS, "fact", *OPERATORS}
         for key in node:
             if key not in known:
-                hint = did_you_mean(key, [*OPERATORS, *COMBINATORS, "fact"])
+                hint = (
+                    f"; did you mean `{_ALIASES[key]}`?"
+                    if key in _ALIASES
+                    else did_you_mean(key, [*OPERATORS, *COMBINATORS, "fact"])
+                )
                 self.issue("condition-operator", (*path, key), f"unknown operator `{key}`{hint}", key=True)
         groups = [key for key in COMBINATORS if key in node]
         operators = [key for key in node if key in OPERATORS]

@@ -12,8 +12,9 @@ pass-throughs or absence tests under one node, 256 rules ending at one node, and
 `linkAlpha`) and bounds the stack over every possible fact: a node's pushes are all its
 pass-throughs plus, per field, its absence tests or its tests on a present value (equality
 tests on one field with different values exclude each other). Walking depth first, a node's
-siblings wait on the stack while it is explored, so the bound of a node is its pushes, or its
-pushes less one plus the bound of any child. docs/durable-rules.md has the measurements.
+siblings wait on the stack while it is explored, so the bound of a node is its pushes, or, for
+each child, the siblings that can be pushed with it plus the child's own bound. It holds
+whatever order the engine takes them in. docs/durable-rules.md has the measurements.
 """
 
 from __future__ import annotations
@@ -44,25 +45,27 @@ class _Node:
 @dataclass(frozen=True, slots=True)
 class Measured:
     """The worst-case stack over all facts, the most activations one fact can cause (the
-    sentinel's included), and every limit the ruleset would break, in words."""
+    sentinel's included), and every limit the ruleset would break: the rule it is about (None
+    for the ruleset as a whole) and what, in words."""
 
     stack: int
     activations: int
-    problems: tuple[str, ...]
+    problems: tuple[tuple[str | None, str], ...]
 
 
 def measure(body: Mapping[str, Mapping[str, Any]]) -> Measured:
     root = _Node(None)
-    problems: list[str] = []
+    problems: list[tuple[str | None, str]] = []
     activations = 0
     for rule_id, rule in body.items():
         expression = rule["all"][0]["m"]
         groups = _groups(expression)
         if groups > MAX_GROUPS:
-            problems.append(
-                f"rule `{rule_id}` has {groups} `all`/`any` groups (`in`, `not_in` and negations count); "
-                f"the rule network takes at most {MAX_GROUPS} per rule"
+            message = (
+                f"rule `{rule_id}` has {groups} `all`/`any` groups (`in`, `not_in` and `not` of a comparison "
+                f"count as one each); the rule network takes at most {MAX_GROUPS} per rule"
             )
+            problems.append((rule_id, message))
         _build(expression, root).rules += 1
         activations += _activations(expression)
     nodes = _walk(root)
@@ -79,10 +82,11 @@ def measure(body: Mapping[str, Mapping[str, Any]]) -> Measured:
             problems.append(f"{node.rules} rules have the same condition; the rule network takes at most {MAX_RULES_AT_NODE}")
     stack = _bound(root, {})
     if stack > MAX_STACK:
-        problems.append(
+        message = (
             f"one request could leave {stack} tests pending at once in the rule network, which holds at most {MAX_STACK} "
             "(durable-rules error 303): fewer protections blocking the same action, or fewer `any` branches and negations"
         )
+        problems.append((None, message))
     return Measured(stack, activations, tuple(problems))
 
 
@@ -145,8 +149,9 @@ def _walk(root: _Node) -> list[_Node]:
     return list(seen.values())
 
 
-def _pushes(node: _Node) -> int:
-    """How many nodes popping `node` can push at once, over every possible fact."""
+def _pushes(node: _Node) -> tuple[int, dict[tuple[str, bool], int]]:
+    """How many nodes popping `node` can push at once, over every possible fact, and per field
+    and presence (a test on an absent field, or on a present value) how many of those."""
     absent: Counter[str] = Counter()
     present: Counter[str] = Counter()
     equal: dict[str, Counter[tuple[str, Any]]] = {}
@@ -163,15 +168,27 @@ def _pushes(node: _Node) -> int:
             present[name] += 1
     for name, values in equal.items():
         present[name] += max(values.values())
-    return forwards + sum(max(absent[name], present[name]) for name in absent.keys() | present.keys())
+    groups = {(name, False): count for name, count in absent.items()} | {(name, True): count for name, count in present.items()}
+    total = forwards + sum(max(absent[name], present[name]) for name in absent.keys() | present.keys())
+    return total, groups
 
 
 def _bound(node: _Node, memo: dict[int, int]) -> int:
+    """The most nodes on the stack while `node` and what follows it are explored: its pushes,
+    or, exploring one child, the pushes that can hold with that child waiting beneath it."""
     if id(node) in memo:
         return memo[id(node)]
-    pushes = _pushes(node)
-    deepest = max((_bound(child, memo) for child in [*node.children.values(), *node.next_list]), default=0)
-    memo[id(node)] = result = max(pushes, pushes - 1 + deepest) if deepest else pushes
+    pushes, groups = _pushes(node)
+    best = {name: max(groups.get((name, False), 0), groups.get((name, True), 0)) for name, _ in groups}
+    result = pushes
+    for child in [*node.children.values(), *node.next_list]:
+        if child.key is None:
+            waiting = pushes - 1
+        else:  # a test on a present field excludes those on its absence, and the other way round
+            name, present = child.key[0], child.key[1] != "$nex"
+            waiting = pushes - best[name] + groups[(name, present)] - 1
+        result = max(result, waiting + _bound(child, memo))
+    memo[id(node)] = result
     return result
 
 

@@ -96,10 +96,9 @@ def _protection(name: str, block: Mapping[str, Any]) -> Protection:
 
 
 def custom_names(blocks: Mapping[str, Any]) -> list[str]:
-    """The custom protections (`type: condition`) of a policy's `protections`, in file order."""
-    return [
-        name for name, block in blocks.items() if name not in REGISTRY and isinstance(block, dict) and block.get("type") == TYPE
-    ]
+    """The custom protections of a policy's `protections`, in file order: the blocks with a
+    `type` (the schema says which type), named as no built-in is."""
+    return [name for name, block in blocks.items() if name not in REGISTRY and isinstance(block, dict) and "type" in block]
 
 
 def _schema_issues(data: Mapping[str, Any], source: SourceMap) -> list[Issue]:
@@ -170,7 +169,8 @@ def semantic_issues(data: Mapping[str, Any], source: SourceMap) -> list[Issue]:
 
     issues.extend(_bypass_issues(hierarchy if trusted else None, blocks.get("regime_override"), known, source))
     for name in custom:
-        issues.extend(custom_issues(name, blocks[name], blocks, source))
+        if blocks[name]["type"] == TYPE:
+            issues.extend(custom_issues(name, blocks[name], blocks, source))
 
     holding = blocks.get("holding_period")
     if isinstance(holding, dict):
