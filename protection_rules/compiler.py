@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .conditions import COMPLEMENT, LISTS, ORDERING, PRESENCE, AllOf, AnyOf, Condition, Expr, Not, leaves
+from .conditions import COMPLEMENT, LISTS, ORDERING, PRESENCE, AllOf, AnyOf, Condition, Expr, Not, leaves, python_source
 from .engine_json import engine_json
 from .errors import Issue, PolicyInvalid
 from .facts import FactSource, fact_sources
@@ -166,32 +166,13 @@ def _generate_mirror(rules: list[CompiledRule]) -> Callable[[Mapping[str, Any]],
     """
     lines = ["def mirror(f):", "    fired = []"]
     for rule in rules:
-        tests = " and ".join(_python(c) for c in rule.conditions) or "True"
+        tests = " and ".join(python_source(c) for c in rule.conditions) or "True"
         lines.append(f"    if {tests}:")
         lines.append(f"        fired.append({rule.id!r})")
     lines.append("    return tuple(fired)")
     namespace: dict[str, Any] = {}
     exec(compile("\n".join(lines), "<policy mirror>", "exec"), namespace)  # safe: see the docstring
     return namespace["mirror"]
-
-
-def _python(expr: Expr) -> str:
-    if isinstance(expr, AllOf):
-        return "(" + " and ".join(_python(item) for item in expr.items) + ")"
-    if isinstance(expr, AnyOf):
-        return "(" + " or ".join(_python(item) for item in expr.items) + ")"
-    if isinstance(expr, Not):
-        return f"(not {_python(expr.item)})"
-    field = repr(expr.field)
-    if expr.op == "exists":
-        return f"({field} in f)"
-    if expr.op == "absent":
-        return f"({field} not in f)"
-    if expr.op in LISTS:
-        test = f"f[{field}] {'in' if expr.op == 'in' else 'not in'} {tuple(expr.value)!r}"
-    else:
-        test = f"f[{field}] {expr.op} {expr.value!r}"
-    return f"({field} in f and {test})"
 
 
 def _durable(rule: CompiledRule) -> dict[str, Any]:

@@ -142,6 +142,28 @@ def leaves(expr: Expr) -> Iterator[Condition]:
             yield from leaves(item)
 
 
+def python_source(expr: Expr) -> str:
+    """A Python expression of `f` (the engine fact) that holds exactly when `expr` does, for
+    generated code (the compiler's mirror, a custom protection's trace): fields are plain names
+    and literals type-checked scalars, written with `repr`."""
+    if isinstance(expr, AllOf):
+        return "(" + " and ".join(python_source(item) for item in expr.items) + ")"
+    if isinstance(expr, AnyOf):
+        return "(" + " or ".join(python_source(item) for item in expr.items) + ")"
+    if isinstance(expr, Not):
+        return f"(not {python_source(expr.item)})"
+    field = repr(expr.field)
+    if expr.op == "exists":
+        return f"({field} in f)"
+    if expr.op == "absent":
+        return f"({field} not in f)"
+    if expr.op in LISTS:
+        test = f"f[{field}] {'in' if expr.op == 'in' else 'not in'} {tuple(expr.value)!r}"
+    else:
+        test = f"f[{field}] {expr.op} {expr.value!r}"
+    return f"({field} in f and {test})"
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -291,6 +291,8 @@ def test_a_policy_with_fifty_custom_protections_compiles_and_decides(count):
         )
     engine = Engine(compile_policy(parse_policy(text, "fifty")), audit=None)
     for size, blockers in ((0.005, 0), (0.255, 25), (0.9, 50)):
-        decision = engine.evaluate({"asset": "AAPL", "action": "open", "current_date": "2026-03-20T12:00:00Z", "target_size": size})
+        decision = engine.evaluate(
+            {"asset": "AAPL", "action": "open", "current_date": "2026-03-20T12:00:00Z", "target_size": size}
+        )
         assert not decision.errors
         assert list(decision.blocking_systems) == names[:blockers]

@@ -65,7 +65,9 @@ def test_tests_that_can_all_hold_at_once_are_counted_exactly(count):
 @pytest.mark.parametrize("count", [MAX_STACK, MAX_STACK + 1])
 def test_any_branches_cost_a_place_each_even_when_nothing_holds(count):
     # an `$or` leaves a pass-through node on the stack for every branch that reaches it
-    body = body_of([{"$and": [{"$or": [{"action": "open"}, {"action": "increase"}]}, {"$gt": {"a": float(i)}}]} for i in range(count)])
+    body = body_of(
+        [{"$and": [{"$or": [{"action": "open"}, {"action": "increase"}]}, {"$gt": {"a": float(i)}}]} for i in range(count)]
+    )
     assert measure(body).stack == count
     fired = lambda: network(body).fire({"a": -1.0, "action": "open"})  # noqa: E731
     if count <= MAX_STACK:
@@ -102,7 +104,12 @@ def test_a_rule_takes_at_most_fifteen_groups(groups):
         assert problems == ()
         assert network(body).fire({"a": 1.0}) == ("r0",)
     else:
-        assert problems == (("r0", f"rule `r0` has {groups} `all`/`any` groups (`in`, `not_in` and `not` of a comparison count as one each); the rule network takes at most {MAX_GROUPS} per rule"),)  # noqa: E501
+        assert problems == (
+            (
+                "r0",
+                f"rule `r0` has {groups} `all`/`any` groups (`in`, `not_in` and `not` of a comparison count as one each); the rule network takes at most {MAX_GROUPS} per rule",
+            ),
+        )
         with pytest.raises(EngineFailure, match="rejected ruleset"):
             network(body)
 
@@ -152,13 +159,18 @@ def test_a_condition_with_too_many_groups_is_refused_at_its_when():
     # the rule's own `$and`, its `all`, and 14 `in` tests of two values (an `$or` each): 16
     tests = ", ".join(f"{{fact: target_size, in: [{i}, {i + 0.5}]}}" for i in range(14))
     text = policy_with_custom(0).replace("  - whipsaw_protection\n", "  - whipsaw_protection\n  - deep\n")
-    text += f"\n  deep:\n    type: condition\n    enabled: true\n    blocks: [open]\n    when: {{all: [{tests}]}}\n    reason: r\n"
+    text += (
+        f"\n  deep:\n    type: condition\n    enabled: true\n    blocks: [open]\n    when: {{all: [{tests}]}}\n    reason: r\n"
+    )
     with pytest.raises(PolicyInvalid) as caught:
         compile_policy(parse_policy(text, "p.yaml"))
     [issue] = caught.value.issues
     assert (issue.code, issue.path) == ("compile-limit", "$.protections.deep.when")
     assert issue.line == len(text.splitlines()) - 1
-    assert issue.message.startswith("rule `deep.block` has 16 `all`/`any` groups") and f"at most {MAX_GROUPS} per rule" in issue.message
+    assert (
+        issue.message.startswith("rule `deep.block` has 16 `all`/`any` groups")
+        and f"at most {MAX_GROUPS} per rule" in issue.message
+    )
 
 
 def test_the_default_policy_is_well_inside_the_limits():

@@ -11,10 +11,11 @@ before one is built.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from itertools import count
 from typing import Any
 
-from ..conditions import AllOf, AnyOf, Condition, Expr, Not, leaves
+from ..conditions import AllOf, AnyOf, Condition, Expr, Not, leaves, python_source
 from ..fact_catalogue import BY_NAME
 from .base import Context, Outcome, Protection, RuleSpec
 
@@ -99,11 +100,15 @@ class ConditionProtection(Protection):
         self.name = name  # type: ignore[misc]  # a custom protection is named by its policy
         self.when = parse_condition(block["when"])
         self.template = parse_template(block["reason"])
-        self._tested = tuple(dict.fromkeys(condition.label for condition in leaves(self.when)))
+        tested = [condition.label for condition in leaves(self.when)]
         named = [part[0] for part in self.template if isinstance(part, tuple)]
-        self.custom_facts = tuple(dict.fromkeys([*self._tested, *named]))
-        self._keys = {name: BY_NAME[name].key for name in self.custom_facts}
+        self.custom_facts = tuple(dict.fromkeys([*tested, *named]))
         self._rule = f"{name}.block"
+        self._trace = tracer(self.when, {name: BY_NAME[name].key for name in self.custom_facts})
+        self._not_here = {
+            action: f"`{action}` is not an action {name} blocks (it blocks: {self._blocked_list})"
+            for action in ("open", "close", "increase", "decrease")
+        }
 
     def facts(self, ctx: Context) -> dict[str, Any]:
         return {}  # the facts it tests come from facts.CustomFacts, computed once for all
@@ -112,33 +117,55 @@ class ConditionProtection(Protection):
         return (RuleSpec(self._rule, (self.blocks_action(), self.when)),) if self.blocks else ()
 
     def explain(self, ctx: Context, facts: Mapping[str, Any], fired: frozenset[str]) -> Outcome:
-        seen = {name: facts.get(key) for name, key in self._keys.items()}
-        shown = {**seen, "when": trace(self.when, facts)}
+        shown = self._trace(facts)
         if self._rule in fired:
-            return Outcome("block", self.render(seen), shown)
-        not_here = self.not_blocked_here(ctx)
-        if not_here:
-            return Outcome(not_here.status, not_here.reason, shown)
-        values = ", ".join(f"{name} {show(seen[name])}" for name in self._tested)
-        return Outcome("pass", f"its condition does not hold ({values})", shown)
+            return Outcome("block", self.render(shown), shown)
+        action = ctx.request.action
+        if action not in self.blocks:
+            return Outcome("not_applicable", self._not_here[action], shown)
+        # the values seen are in the trace facts; formatting them here would cost every request
+        return Outcome("pass", "its condition does not hold", shown)
 
     def render(self, seen: Mapping[str, Any]) -> str:
         return "".join(part if isinstance(part, str) else show(seen.get(part[0])) for part in self.template)
 
 
-def trace(expr: Expr, facts: Mapping[str, Any]) -> dict[str, Any]:
-    """The tree as the policy writes it, each node with `held` and each test with the `value`
-    seen (null: the request does not carry the fact)."""
-    if isinstance(expr, (AllOf, AnyOf)):
-        return {
-            "all" if isinstance(expr, AllOf) else "any": [trace(item, facts) for item in expr.items],
-            "held": expr.holds(facts),
-        }
-    if isinstance(expr, Not):
-        return {"not": trace(expr.item, facts), "held": expr.holds(facts)}
-    if expr.op in ("exists", "absent"):
-        test: dict[str, Any] = {"fact": expr.label, "exists": expr.op == "exists"}
-    else:
-        literal = list(expr.value) if isinstance(expr.value, tuple) else expr.value
-        test = {"fact": expr.label, _WORDS[expr.op]: literal}
-    return {**test, "value": facts.get(expr.field), "held": expr.holds(facts)}
+def tracer(expr: Expr, keys: Mapping[str, str]) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    """A function of the engine fact that gives a custom protection's trace facts: the value of
+    each fact it reads, by name (`keys`: name -> key in the engine fact), and under `when` the
+    tree as the policy writes it, each node with `held` and each test with the `value` seen
+    (null: the request does not carry the fact).
+
+    Generated straight-line Python, as the compiler's mirror is, and for the same reason: it
+    runs for every custom protection on every request. Safe to `exec` for the same reason too:
+    fact keys and labels come from the catalogue, literals are validated scalars, all `repr`ed.
+    """
+    lines = ["def trace(f):"]
+    numbers = count()
+
+    def node(expr: Expr) -> tuple[str, str]:
+        """The source of `expr`'s trace dict, and of the name that holds whether it held."""
+        held = f"h{next(numbers)}"
+        if isinstance(expr, (AllOf, AnyOf)):
+            parts = [node(item) for item in expr.items]
+            lines.append(f"    {held} = {(' and ' if isinstance(expr, AllOf) else ' or ').join(h for _, h in parts)}")
+            word = "all" if isinstance(expr, AllOf) else "any"
+            return f"{{{word!r}: [{', '.join(d for d, _ in parts)}], 'held': {held}}}", held
+        if isinstance(expr, Not):
+            inner, inner_held = node(expr.item)
+            lines.append(f"    {held} = not {inner_held}")
+            return f"{{'not': {inner}, 'held': {held}}}", held
+        lines.append(f"    {held} = {python_source(expr)}")
+        if expr.op in ("exists", "absent"):
+            test = f"'exists': {expr.op == 'exists'!r}"
+        else:
+            literal = list(expr.value) if isinstance(expr.value, tuple) else expr.value
+            test = f"{_WORDS[expr.op]!r}: {literal!r}"
+        return f"{{'fact': {expr.label!r}, {test}, 'value': f.get({expr.field!r}), 'held': {held}}}", held
+
+    tree, _ = node(expr)
+    values = "".join(f"{name!r}: f.get({key!r}), " for name, key in keys.items())
+    lines.append(f"    return {{{values}'when': {tree}}}")
+    namespace: dict[str, Any] = {}
+    exec(compile("\n".join(lines), "<condition trace>", "exec"), namespace)  # safe: see the docstring
+    return namespace["trace"]
