@@ -7,6 +7,7 @@ callgrind twice, with N and with 0, and divide the difference by N for instructi
     valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python benchmarks/icount.py 0 many
 
 `many` decides in batches of 1,000 (`evaluate_many`), `one` one request at a time (`evaluate`).
+A third argument K decides under the default policy plus K custom protections (bench_custom.py's).
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ from protection_rules import Engine  # noqa: E402
 def main() -> None:
     count = int(sys.argv[1])
     mode = sys.argv[2] if len(sys.argv) > 2 else "many"
-    engine = Engine.from_policy(audit=None)
+    custom = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    if custom:
+        from bench_custom import custom_engine
+
+        engine = custom_engine(custom)
+    else:
+        engine = Engine.from_policy(audit=None)
     requests = make_requests(count + 200)
     engine.evaluate_many(requests[:200])
     if mode == "one":

@@ -8,6 +8,7 @@ with file, line and column. Running cases is `testing`'s job; this module only r
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 
 from .errors import CasesInvalid, Issue, UsageError
 from .loading import DocumentInvalid, Path_, SourceMap, load_yaml, read_text
-from .resources import default_policy_path
+from .resources import default_policy_path, schema
 from .timestamps import parse_instant
 from .validation import schema_issues
 
@@ -77,6 +78,7 @@ def load_cases(path: str | Path, *, policy: str | Path | None = None) -> CaseFil
     issues = schema_issues("cases", data, source)
     reported = {issue.path for issue in issues}
     issues += _name_issues(items, source) + [i for i in _instant_issues(items, source) if i.path not in reported]
+    issues += _protection_issues(items, source)
     if policy is not None:
         policy_path = Path(policy)
     elif isinstance(document.get("policy"), str) and document["policy"]:
@@ -164,6 +166,29 @@ def _name_issues(items: list[tuple[int, dict[str, Any]]], source: SourceMap) -> 
             issues.append(source.issue("case-duplicate-name", ("cases", index, "name"), message))
         else:
             first[name] = index
+    return issues
+
+
+def _protection_issues(items: list[tuple[int, dict[str, Any]]], source: SourceMap) -> list[Issue]:
+    """A protection named in `expect` may be a custom one, known only when the case runs; a
+    name close to a built-in's is a misspelling, reported with a did-you-mean."""
+    builtins = list(schema("cases")["$defs"]["expect"]["properties"]["statuses"]["properties"])
+    issues = []
+    for index, case in items:
+        expect = case.get("expect") if isinstance(case.get("expect"), dict) else {}
+        named: list[tuple[Path_, Any, bool]] = [
+            (("cases", index, "expect", field, name), name, True)
+            for field in ("statuses", "trace_unblocks_at", "facts")
+            if isinstance(expect.get(field), dict)
+            for name in expect[field]
+        ]
+        blocking = expect.get("blocking_systems")
+        named += [(("cases", index, "expect", "blocking_systems", i), n, False) for i, n in enumerate(blocking or ())]
+        for path, name, key in named:
+            match = difflib.get_close_matches(name, builtins, n=1, cutoff=0.6) if isinstance(name, str) else []
+            if match and name not in builtins:
+                code, what = ("schema-unknown-field", "unknown field") if key else ("schema-enum", "unknown protection")
+                issues.append(source.issue(code, path, f"{what} `{name}`; did you mean `{match[0]}`?", key=key))
     return issues
 
 

@@ -8,25 +8,27 @@ other (network.py, engine.py).
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .conditions import COMPLEMENT, LISTS, ORDERING, PRESENCE, AllOf, AnyOf, Condition, Expr, Not, leaves, python_source
+from .engine_json import engine_json
 from .errors import Issue, PolicyInvalid
+from .facts import FactSource, fact_sources
 from .models import PolicyRef
+from .network_limits import measure
 from .policy import Policy
-from .protections import Condition, Protection
 
 FACT_KIND = "protection_request"
 SENTINEL = "__sentinel__"
 SENTINEL_PRI = 65001
-MAX_RULES = 60  # durable-rules fails (error 303) past 64 simultaneously true alpha nodes
+# A coarse cap: the real limits are those of network_limits.py (durable-rules fails at 4096)
+MAX_RULES = 250
 _RULE_ID = re.compile(r"^[a-z][a-z0-9_.]{0,120}$")
 _RESERVED = {"sid", "id", "_kind"}
-_OPS = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
+_OPS = {"!=": "$neq", "<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
 BASE_FACT_TYPES: Mapping[str, type] = {"action": str}
 
 
@@ -35,7 +37,7 @@ class CompiledRule:
     id: str
     protection: str
     pri: int
-    conditions: tuple[Condition, ...]
+    conditions: tuple[Expr, ...]
 
     def holds(self, fact: Mapping[str, Any]) -> bool:
         return all(condition.holds(fact) for condition in self.conditions)
@@ -53,6 +55,7 @@ class CompiledPolicy:
     max_activations: int
     mirror: Callable[[Mapping[str, Any]], tuple[str, ...]]
     protection_of: Mapping[str, str]
+    fact_sources: tuple[FactSource, ...]
     ref: PolicyRef
     approved_reason: str
     disabled_note: str
@@ -60,9 +63,6 @@ class CompiledPolicy:
     @property
     def sha256(self) -> str:
         return self.policy.sha256
-
-    def enabled_protections(self) -> list[Protection]:
-        return [self.policy.protections[name] for name in self.policy.hierarchy if self.policy.protections[name].enabled]
 
     def expected(self, fact: Mapping[str, Any]) -> tuple[str, ...]:
         """The Python mirror: the rule ids the engine must fire for `fact`, in firing order."""
@@ -76,9 +76,7 @@ class CompiledPolicy:
                 {
                     "rule": rule.id,
                     "fired": rule.holds(fact),
-                    "conditions": [
-                        {"condition": c.text(), "value": fact.get(c.field), "held": c.holds(fact)} for c in rule.conditions
-                    ],
+                    "conditions": [condition.explain(fact) for condition in rule.conditions],
                 }
             )
         return out
@@ -94,10 +92,17 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         fact_types.update(protection.fact_types)
         for index, spec in enumerate(protection.rules()):
             rules.append(CompiledRule(spec.id, name, position * 100 + index, spec.conditions))
+    sources = fact_sources(policy)
+    for source in sources:
+        fact_types.update(source.fact_types)
     _check(policy, rules, fact_types)
     body: dict[str, Any] = {rule.id: _durable(rule) for rule in rules}
     body[SENTINEL] = {"pri": SENTINEL_PRI, "all": [{"m": {"_kind": FACT_KIND}}]}
-    ruleset_json = json.dumps(body, separators=(",", ":"), sort_keys=False)
+    limits = measure(body)
+    if limits.problems:
+        protection_of = {rule.id: rule.protection for rule in rules}
+        raise PolicyInvalid([_limit_issue(policy, protection_of.get(rule), message) for rule, message in limits.problems])
+    ruleset_json = engine_json(body)
     digest = hashlib.sha256(ruleset_json.encode("utf-8")).hexdigest()[:12]
     return CompiledPolicy(
         policy=policy,
@@ -105,14 +110,28 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         ruleset_name=f"policy:{policy.name}@{policy.sha256[:12]}:{digest}",
         ruleset_json=ruleset_json,
         fact_types=fact_types,
-        # an `in` expands to OR branches; each true branch is one activation
         mirror=_generate_mirror(rules),
         protection_of={rule.id: rule.protection for rule in rules},
+        fact_sources=sources,
         ref=PolicyRef(policy.name, policy.version, policy.sha256),
         approved_reason=_approved_reason(policy),
         disabled_note=_disabled_note(policy),
-        max_activations=1 + sum(math.prod(len(c.value) for c in r.conditions if c.op == "in") for r in rules),
+        # each true path through an `$or` is one activation (network_limits.py)
+        max_activations=limits.activations,
     )
+
+
+def _limit_issue(policy: Policy, protection: str | None, message: str) -> Issue:
+    """A limit of the rule network, located at the protection it is about (a custom one's
+    condition), or at `protections` for the policy as a whole."""
+    if protection is None:
+        return policy.source_map.issue("compile-limit", ("protections",), message, key=True)
+    where = (
+        ("protections", protection, "when")
+        if "when" in policy.document["protections"][protection]
+        else ("protections", protection)
+    )
+    return policy.source_map.issue("compile-limit", where, message, key=True)
 
 
 def _disabled(policy: Policy) -> list[str]:
@@ -139,13 +158,15 @@ def _generate_mirror(rules: list[CompiledRule]) -> Callable[[Mapping[str, Any]],
     """Straight-line Python for the same conditions (about 20x cheaper than walking them).
 
     Safe to `exec`: fields and rule ids match `_RULE_ID`-like plain names and literals are
-    type-checked scalars (`_check`), rendered with `repr`. Missing fields make a test false,
-    as in durable-rules. `CompiledRule.holds` walks the same conditions for explanations, and
-    the tests hold the two against each other.
+    type-checked scalars (`_check`), rendered with `repr`. Missing fields make a comparison
+    false, as in durable-rules. Negation is Python's `not` here, while the engine gets it
+    pushed down to the leaves (`_durable_expression`), so every request checks the push-down.
+    `CompiledRule.holds` walks the same conditions for explanations, and the tests hold the
+    three against each other.
     """
     lines = ["def mirror(f):", "    fired = []"]
     for rule in rules:
-        tests = " and ".join(_python_test(c) for c in rule.conditions) or "True"
+        tests = " and ".join(python_source(c) for c in rule.conditions) or "True"
         lines.append(f"    if {tests}:")
         lines.append(f"        fired.append({rule.id!r})")
     lines.append("    return tuple(fired)")
@@ -154,28 +175,42 @@ def _generate_mirror(rules: list[CompiledRule]) -> Callable[[Mapping[str, Any]],
     return namespace["mirror"]
 
 
-def _python_test(condition: Condition) -> str:
-    seen = f"f[{condition.field!r}]"
-    if condition.op == "in":
-        test = f"{seen} in {tuple(condition.value)!r}"
-    elif condition.op == "==":
-        test = f"{seen} == {condition.value!r}"
-    else:
-        test = f"{seen} {condition.op} {condition.value!r}"
-    return f"({condition.field!r} in f and {test})"
-
-
 def _durable(rule: CompiledRule) -> dict[str, Any]:
-    return {"pri": rule.pri, "all": [{"m": {"$and": [{"_kind": FACT_KIND}] + [_leaf(c) for c in rule.conditions]}}]}
+    tests = [_durable_expression(c) for c in rule.conditions]
+    return {"pri": rule.pri, "all": [{"m": {"$and": [{"_kind": FACT_KIND}, *tests]}}]}
 
 
-def _leaf(condition: Condition) -> dict[str, Any]:
-    if condition.op == "==":
-        return {condition.field: condition.value}
-    if condition.op == "in":
-        branches = [{condition.field: value} for value in condition.value]
-        return branches[0] if len(branches) == 1 else {"$or": branches}
-    return {_OPS[condition.op]: {condition.field: condition.value}}
+def _durable_expression(expr: Expr, negated: bool = False) -> dict[str, Any]:
+    """durable-rules JSON for `expr` (or for its negation): the engine has no `not` over a
+    test or a group, so negation goes down to the leaves by De Morgan, and a negated
+    comparison is `absent or the complement` (a comparison on an absent field is false, so its
+    negation holds there)."""
+    if isinstance(expr, Not):
+        return _durable_expression(expr.item, not negated)
+    if isinstance(expr, (AllOf, AnyOf)):
+        items = [_durable_expression(item, negated) for item in expr.items]
+        conjunction = isinstance(expr, AllOf) != negated
+        return items[0] if len(items) == 1 else {"$and" if conjunction else "$or": items}
+    if not negated:
+        return _test(expr.field, expr.op, expr.value)
+    complement = _test(expr.field, COMPLEMENT[expr.op], expr.value)
+    if expr.op in PRESENCE:
+        return complement
+    return {"$or": [{"$nex": {expr.field: 1}}, complement]}
+
+
+def _test(field: str, op: str, value: Any) -> dict[str, Any]:
+    if op == "exists":
+        return {"$ex": {field: 1}}
+    if op == "absent":
+        return {"$nex": {field: 1}}
+    if op == "==":
+        return {field: value}
+    if op in LISTS:
+        single = "==" if op == "in" else "!="
+        branches = [_test(field, single, v) for v in value]
+        return branches[0] if len(branches) == 1 else {"$or" if op == "in" else "$and": branches}
+    return {_OPS[op]: {field: value}}
 
 
 def _check(policy: Policy, rules: list[CompiledRule], fact_types: Mapping[str, type]) -> None:
@@ -191,27 +226,39 @@ def _check(policy: Policy, rules: list[CompiledRule], fact_types: Mapping[str, t
             problems.append(f"rule id `{rule.id}` is not a plain dotted name")
         if not 0 <= rule.pri <= 65000:
             problems.append(f"rule `{rule.id}` has salience {rule.pri} outside 0..65000")
-        for condition in rule.conditions:
-            problems.extend(_check_condition(rule.id, condition, fact_types))
+        for expr in rule.conditions:
+            if _has_empty_group(expr):
+                problems.append(f"rule `{rule.id}` has an empty `all` or `any`")
+            for condition in leaves(expr):
+                problems.extend(_check_condition(rule.id, condition, fact_types))
     if problems:
         raise PolicyInvalid([Issue("compile-error", "$", message, policy.source) for message in problems])
 
 
+def _has_empty_group(expr: Expr) -> bool:
+    if isinstance(expr, Condition):
+        return False
+    if isinstance(expr, Not):
+        return _has_empty_group(expr.item)
+    return not expr.items or any(_has_empty_group(item) for item in expr.items)
+
+
 def _check_condition(rule_id: str, condition: Condition, fact_types: Mapping[str, type]) -> list[str]:
-    field = condition.field
+    field, op = condition.field, condition.op
     if field in _RESERVED or field.startswith("$"):
         return [f"rule `{rule_id}` tests reserved field `{field}`"]
     if field not in fact_types:
         return [f"rule `{rule_id}` tests undeclared fact `{field}`"]
+    if op in PRESENCE:
+        return [] if condition.value is None else [f"rule `{rule_id}`: `{op}` takes no literal"]
     wanted = fact_types[field]
-    values = condition.value if condition.op == "in" else (condition.value,)
-    if condition.op == "in" and (not isinstance(condition.value, tuple) or not condition.value):
-        return [f"rule `{rule_id}`: `in` needs a non-empty tuple"]
-    for value in values:
+    if op in LISTS and (not isinstance(condition.value, tuple) or not condition.value):
+        return [f"rule `{rule_id}`: `{op}` needs a non-empty tuple"]
+    for value in condition.value if op in LISTS else (condition.value,):
         if not _literal_fits(value, wanted):
             return [f"rule `{rule_id}`: literal `{value!r}` does not fit fact `{field}` of type {wanted.__name__}"]
-    if condition.op in _OPS and wanted in (bool, str):
-        return [f"rule `{rule_id}`: `{condition.op}` on {wanted.__name__} fact `{field}`"]
+    if op in ORDERING and wanted in (bool, str):
+        return [f"rule `{rule_id}`: `{op}` on {wanted.__name__} fact `{field}`"]
     return []
 
 

@@ -25,7 +25,7 @@ from .errors import (
     RequestInvalid,
     StateError,
 )
-from .facts import enrich, resolve_context
+from .facts import FactSource, enrich, resolve_context
 from .health import check_health
 from .loading import RequestDocument
 from .metrics import Metrics
@@ -34,7 +34,7 @@ from .network import RuleNetwork
 from .parsing import instants_as_text, parse_request, prepare_request_validation, state_chronology_issues
 from .paths import AUDIT_ENV, default_audit_path
 from .policy import Policy, load_policy
-from .protections import Context, Protection
+from .protections import Context
 from .recording import Recorder, wall_clock
 from .resources import default_policy_path
 from .state import StateStore
@@ -173,7 +173,7 @@ class Engine:
                 max_activations=compiled.max_activations,
             )
             self._networks[compiled.ruleset_name] = network
-        return _InForce(compiled, network, tuple(compiled.enabled_protections()), compiled.policy.alerts)
+        return _InForce(compiled, network, compiled.fact_sources, compiled.policy.alerts)
 
     def metrics(self) -> dict[str, Any]:
         """What this engine decided since it was built, across reloads (README, "Operations")."""
@@ -306,7 +306,7 @@ class Engine:
                     raise _StoredStateInvalid(issues, stored)
         compiled = in_force.compiled
         ctx = resolve_context(parsed, stored)
-        fact = enrich(in_force.protections, ctx)
+        fact = enrich(in_force.sources, ctx)
         fired = in_force.network.fire(fact)
         expected = compiled.expected(fact)
         if fired != expected:
@@ -407,7 +407,7 @@ class _InForce:
 
     compiled: CompiledPolicy
     network: RuleNetwork
-    protections: tuple[Protection, ...]
+    sources: tuple[FactSource, ...]
     thresholds: AlertThresholds
 
 

@@ -8,8 +8,10 @@ is returned: it must validate, hash to the same sha256 and hold the same comment
 
 The layout (README, "The canonical layout"): keys in the schema's order, protections in hierarchy order
 (then any left out of it, in the schema's order); two-space indent; the hierarchy one name per
-line, every other list in flow style (`blocks: [close, decrease]`); one blank line before
-`hierarchy`, `protections` and `alerts` and between protection blocks, none anywhere else;
+line, every other list in flow style (`blocks: [close, decrease]`), except the conditions of a
+custom protection's `when`: each `all`/`any` item on a line of its own, each test in flow style
+(`- {fact: target_size, gt: 0.1}`); one blank line before `hierarchy`, `protections` and `alerts`
+and between protection blocks, none anywhere else;
 strings quoted only where a plain scalar would read differently; no document markers; a final
 newline.
 """
@@ -179,8 +181,7 @@ def _anchored(comments: list[Comment], source: SourceMap) -> _Anchored:
     # Lines of output start at mapping keys and at items of the hierarchy; an item of any
     # other list is written on its key's line, in flow style.
     starts = sorted(
-        [(at, path) for path, at in source.keys.items()]
-        + [(at, path) for path, at in source.values.items() if path[:1] == ("hierarchy",) and len(path) == 2]
+        [(at, path) for path, at in source.keys.items()] + [(at, path) for path, at in source.values.items() if _own_line(path)]
     )
     first = starts[0][1] if starts else None
     result = _Anchored()
@@ -206,6 +207,13 @@ def _anchored(comments: list[Comment], source: SourceMap) -> _Anchored:
     return result
 
 
+def _own_line(path: Path_) -> bool:
+    """A list item written on a line of its own: a hierarchy entry, a condition under `all`/`any`."""
+    if path[:1] == ("hierarchy",) and len(path) == 2:
+        return True
+    return len(path) > 4 and path[2] == "when" and isinstance(path[-1], int) and path[-2] in ("all", "any")
+
+
 # ------------------------------------------------------------------------------------- writing
 
 
@@ -214,39 +222,77 @@ class _Writer:
         self.policy = policy
         self.comments = comments
         self.lines: list[str] = list(comments.header)
+        self.root = schema("policy")
 
     def write(self) -> str:
-        self._mapping(self.policy.document, schema("policy"), (), 0)
+        self._mapping(self.policy.document, self.root, (), 0)
         if self.comments.footer:
             self.lines += ["", *self.comments.footer]
         return "\n".join(self.lines) + "\n"
 
-    def _line(self, path: Path_, depth: int, text: str, *, blank_before: bool = False) -> None:
-        trailing = self.comments.trailing.get(path, [])
-        # a line keeps one trailing comment; any more (from a multi-line flow list) go above it
-        leading = self.comments.leading.get(path, []) + trailing[1:]
+    def _line(self, paths: tuple[Path_, ...], indent: int, text: str, *, blank_before: bool = False, inner: bool = False) -> None:
+        """One output line for `paths` (with `inner`, also everything inside them, written on
+        this line in flow style), with their comments: trailing ones at its end (one; any more
+        go above it, as do leading ones)."""
+        leading: list[str] = []
+        trailing: list[str] = []
+        for anchors, out in ((self.comments.leading, leading), (self.comments.trailing, trailing)):
+            for path in paths:
+                out += anchors.get(path, [])
+            if inner:
+                out += [c for key, found in anchors.items() if _inside(key, paths) for c in found]
+        leading += trailing[1:]
         if blank_before:
             self.lines.append("")
-        self.lines += [INDENT * depth + comment for comment in leading]
-        self.lines.append(INDENT * depth + text + (f"  {trailing[0]}" if trailing else ""))
+        self.lines += [" " * indent + comment for comment in leading]
+        self.lines.append(" " * indent + text + (f"  {trailing[0]}" if trailing else ""))
 
     def _mapping(self, data: Mapping[str, Any], node: Mapping[str, Any], path: Path_, depth: int) -> None:
         properties = node.get("properties", {})
+        indent = len(INDENT) * depth
         for index, key in enumerate(self._order(data, properties, path)):
             value, child = data[key], path + (key,)
             blank = (path == () and key in SECTIONS) or (path == ("protections",) and index > 0)
-            if isinstance(value, dict):
-                self._line(child, depth, f"{key}:", blank_before=blank)
-                self._mapping(value, properties.get(key, {}), child, depth + 1)
+            if child[:1] == ("protections",) and child[2:] == ("when",):
+                self._condition(f"{key}:", value, child, indent, blank)
+            elif isinstance(value, dict):
+                self._line((child,), indent, f"{key}:", blank_before=blank)
+                self._mapping(value, self._schema_of(node, key), child, depth + 1)
             elif isinstance(value, list) and child == ("hierarchy",):
-                self._line(child, depth, f"{key}:", blank_before=blank)
+                self._line((child,), indent, f"{key}:", blank_before=blank)
                 for position, item in enumerate(value):
-                    self._line(child + (position,), depth + 1, f"- {scalar(item)}")
+                    self._line((child + (position,),), indent + len(INDENT), f"- {scalar(item)}")
             elif isinstance(value, list):
-                items = ", ".join(scalar(item, flow=True) for item in value)
-                self._line(child, depth, f"{key}: [{items}]", blank_before=blank)
+                self._line((child,), indent, f"{key}: {_flow(value)}", blank_before=blank)
             else:
-                self._line(child, depth, f"{key}: {scalar(value)}", blank_before=blank)
+                self._line((child,), indent, f"{key}: {scalar(value)}", blank_before=blank)
+
+    def _condition(self, prefix: str, node: Mapping[str, Any], path: Path_, column: int, blank: bool = False) -> None:
+        """A condition after `prefix` (`when:`, `not:`, `- ` for an item of `all`/`any`,
+        `- not:`) written at `column`: a test on the same line, a group below it."""
+        if "fact" in node:
+            self._line((path,), column, f"{prefix} {_flow(node)}", blank_before=blank, inner=True)
+            return
+        [word] = [key for key in ("all", "any", "not") if key in node]
+        inner = path + (word,)
+        if prefix == "-":  # `- all:`, `- not: ...`: the group starts on the item's line
+            head, at = "- ", column
+        else:
+            self._line((path,), column, prefix, blank_before=blank)
+            head, at = "", column + (2 if prefix.startswith("-") else 0) + len(INDENT)
+        if word == "not":
+            self._condition(f"{head}not:", node["not"], inner, at)
+            return
+        self._line((path, inner) if head else (inner,), at, f"{head}{word}:")
+        for position, item in enumerate(node[word]):
+            self._condition("-", item, inner + (position,), at + len(head) + len(INDENT))
+
+    def _schema_of(self, node: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+        """The schema of `key` in an object of schema `node` (custom protections by `$ref`)."""
+        child = node.get("properties", {}).get(key, node.get("additionalProperties"))
+        if isinstance(child, dict) and "$ref" in child:
+            return self.root["$defs"][child["$ref"].rsplit("/", 1)[1]]
+        return child if isinstance(child, dict) else {}
 
     def _order(self, data: Mapping[str, Any], properties: Mapping[str, Any], path: Path_) -> list[str]:
         known = list(properties)
@@ -254,6 +300,20 @@ class _Writer:
             hierarchy = [name for name in self.policy.hierarchy if name in data]
             known = hierarchy + [name for name in known if name not in hierarchy]
         return sorted(data, key=lambda key: (known.index(key) if key in known else len(known), key))
+
+
+def _inside(path: Path_, paths: tuple[Path_, ...]) -> bool:
+    return any(len(path) > len(outer) and path[: len(outer)] == outer for outer in paths)
+
+
+def _flow(value: Any) -> str:
+    """A list or a test in flow style: `[close, decrease]`, `{fact: asset, in: [SPY, QQQ]}`."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(item) for item in value) + "]"
+    if isinstance(value, dict):
+        keys = sorted(value, key=lambda key: key != "fact")  # the fact first, then its operator
+        return "{" + ", ".join(f"{key}: {_flow(value[key])}" for key in keys) + "}"
+    return scalar(value, flow=True)
 
 
 # -------------------------------------------------------------------------------------- scalars

@@ -9,17 +9,17 @@ the policy's source map like an error.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from .errors import Issue, PolicyInvalid
-from .loading import SourceMap
-from .policy import Policy, load_policy
+from .fact_catalogue import BY_NAME
+from .loading import Path_, SourceMap
+from .policy import Policy, custom_names, load_policy
 from .policy_diff import version_bump_issues
-from .protections import REGISTRY
 from .protections.regime_override import SEVERITIES
 from .reading import display_name
 
@@ -79,7 +79,7 @@ def lint_policy(policy: Policy) -> list[Issue]:
     blocks: Mapping[str, Mapping[str, Any]] = policy.document["protections"]
     enabled = {name for name, block in blocks.items() if block["enabled"]}
     found: list[Issue] = []
-    if not any(REGISTRY[name].can_block for name in enabled):
+    if not any(policy.protections[name].can_block for name in enabled):
         message = "no protection that can block is enabled: every request is approved"
         found.append(source.issue("no-protection-enabled", ("protections",), message, key=True))
     for name, block in blocks.items():
@@ -90,6 +90,9 @@ def lint_policy(policy: Policy) -> list[Issue]:
                 source.issue("blocks-empty", ("protections", name, "blocks"), f"`{name}` is enabled but blocks no action")
             )
         found.extend(_unusual(name, block, source))
+    for name in custom_names(blocks):
+        if name in enabled:
+            found.extend(_unguarded(name, blocks[name]["when"], ("protections", name, "when"), source))
     if "regime_override" in enabled:
         found.extend(_bypass(blocks["regime_override"]["bypass"], enabled, source))
     return sorted(found, key=lambda i: (i.line or 0, i.column or 0, i.path, i.code))
@@ -105,6 +108,34 @@ def _unusual(name: str, block: Mapping[str, Any], source: SourceMap) -> list[Iss
         message = f"`{key}` is `{value}`, outside the usual {usual.low:g} to {usual.high:g}: {effect}"
         found.append(source.issue("value-unusual", ("protections", name, key), message))
     return found
+
+
+def _unguarded(name: str, when: Mapping[str, Any], path: Path_, source: SourceMap) -> list[Issue]:
+    """A comparison on an optional fact (one a request may lack) when the condition has no
+    `exists` test on that fact: absence then decides silently (the comparison is false)."""
+    tests = list(_tests(when, path))
+    guarded = {test["fact"] for _, test in tests if "exists" in test}
+    found = []
+    for where, test in tests:
+        fact = test["fact"]
+        if BY_NAME[fact].optional and "exists" not in test and fact not in guarded:
+            message = (
+                f"`{fact}` may be absent, and then this comparison is false (under `not`, true) whatever `{name}` "
+                f"is for: add an `exists` test on `{fact}` to say what its absence should do"
+            )
+            found.append(source.issue("fact-absent-unguarded", (*where, "fact"), message))
+    return found
+
+
+def _tests(node: Mapping[str, Any], path: Path_) -> Iterator[tuple[Path_, Mapping[str, Any]]]:
+    if "fact" in node:
+        yield path, node
+    elif "not" in node:
+        yield from _tests(node["not"], (*path, "not"))
+    else:
+        [word] = [key for key in ("all", "any") if key in node]
+        for index, item in enumerate(node[word]):
+            yield from _tests(item, (*path, word, index))
 
 
 def _bypass(bypass: Mapping[str, list[str]], enabled: set[str], source: SourceMap) -> list[Issue]:

@@ -21,16 +21,15 @@ this driver designs around, each pinned by tests/test_network.py:
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import queue
-import re
 import sys
 import threading
 from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
+from .engine_json import engine_json
 from .errors import EngineFailure
 
 DURABLE_RULES = "durable-rules==2.0.28"  # the version pinned in pyproject.toml
@@ -67,20 +66,12 @@ def _import_engine(version: tuple[int, int] = sys.version_info[:2]) -> ModuleTyp
 
 _dre = _import_engine()
 
-_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-# durable-rules' JSON parser rejects an exponent without a decimal point before it (`1e-05`
-# is error 204, `1.0e-05` is fine), which is how Python writes very small and large floats.
-# Facts are flat and their only strings are field names and enum words, so after a `:` a run
-# of digits followed by `e` can only be such a number.
-_BARE_EXPONENT = re.compile(r"(:-?\d+)e")
-
 
 def _encode(fact: Mapping[str, Any]) -> str:
     try:
-        text = _json(fact)
+        return engine_json(fact)
     except ValueError as exc:  # NaN or infinity
         raise EngineFailure(f"fact is not finite JSON: {exc}") from None
-    return _BARE_EXPONENT.sub(r"\1.0e", text) if "e" in text else text
 
 
 MAX_STATES = 900  # the C engine holds at most 1024 live state ids per ruleset

@@ -14,7 +14,9 @@ from .loading import DocumentInvalid, load_yaml
 from .policy import Policy
 from .policy_source import PolicySource, policy_at_revision
 
-ChangeKind = Literal["metadata", "hierarchy", "added", "removed", "enabled", "disabled", "bypass", "parameter", "alerts"]
+ChangeKind = Literal[
+    "metadata", "hierarchy", "added", "removed", "enabled", "disabled", "bypass", "parameter", "condition", "alerts"
+]
 
 
 class _Absent:
@@ -92,11 +94,19 @@ def diff_policies(old: Policy, new: Policy) -> PolicyDiff:
 
 
 def _walk(old: Any, new: Any, path: str, protection: str | None, kind: ChangeKind) -> list[Change]:
+    if kind == "parameter" and path.count(".") == 2 and path.endswith(".when"):
+        kind = "condition"  # a custom protection's condition, walked down to the test that changed
     if isinstance(old, Mapping) and isinstance(new, Mapping):
         found: list[Change] = []
         for key in dict.fromkeys([*new, *old]):
             found += _walk(old.get(key, ABSENT), new.get(key, ABSENT), f"{path}.{key}", protection, kind)
         return found
+    if kind == "condition" and _conditions(old) and _conditions(new) and len(old) == len(new):
+        return [
+            change
+            for index, pair in enumerate(zip(old, new, strict=True))
+            for change in _walk(*pair, f"{path}[{index}]", protection, kind)
+        ]
     if _same(old, new):
         return []
     if kind == "parameter" and path.endswith(".enabled") and path.count(".") == 2:
@@ -104,6 +114,11 @@ def _walk(old: Any, new: Any, path: str, protection: str | None, kind: ChangeKin
     elif kind == "parameter" and ".bypass." in path:
         kind = "bypass"
     return [Change(kind, path, protection, old, new)]
+
+
+def _conditions(value: Any) -> bool:
+    """An `all`/`any` list (of mappings), as opposed to the values of an `in`."""
+    return isinstance(value, list) and all(isinstance(item, Mapping) for item in value)
 
 
 def _same(old: Any, new: Any) -> bool:

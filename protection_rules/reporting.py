@@ -52,9 +52,7 @@ def decision_text(decision: ProtectionDecision, *, label: str | None = None) -> 
         lines.append(f"  {entry.priority}  {entry.system:<{width}}  {status} {entry.reason}")
         for check in entry.facts.get("checks", []) if isinstance(entry.facts, dict) else []:
             mark = "fired" if check["fired"] else "quiet"
-            conditions = ", ".join(
-                f"{c['condition']} [{'yes' if c['held'] else 'no'}: {c['value']!r}]" for c in check["conditions"]
-            )
+            conditions = ", ".join(_check_text(c) for c in check["conditions"])
             lines.append(f"       {mark:<5} {check['rule']}: {conditions}")
     for issue in decision.errors:
         lines.append(f"  error: {issue}")
@@ -62,6 +60,14 @@ def decision_text(decision: ProtectionDecision, *, label: str | None = None) -> 
         f"  policy {decision.policy.name} {decision.policy.version} ({decision.policy.sha256[:12]})  trace {decision.trace_id}"
     )
     return "\n".join(lines)
+
+
+def _check_text(check: dict[str, Any]) -> str:
+    """One explained condition: a test with the value seen, or a group with its tests."""
+    held = "yes" if check["held"] else "no"
+    if "conditions" in check:
+        return f"{check['condition']}({', '.join(_check_text(c) for c in check['conditions'])}) [{held}]"
+    return f"{check['condition']} [{held}: {'(absent)' if check['value'] is None else repr(check['value'])}]"
 
 
 def issues_text(issues: Iterable[Issue]) -> str:

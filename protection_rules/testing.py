@@ -23,6 +23,7 @@ from .loading import SourceMap, json_path
 from .models import ProtectionDecision, ProtectionResult
 from .policy import Policy, load_policy, policy_from_data
 from .timestamps import format_instant, parse_instant
+from .validation import did_you_mean
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,13 +192,15 @@ def compare(expect: Mapping[str, Any], decision: ProtectionDecision) -> list[Mis
     for system, status in expect.get("statuses", {}).items():
         seen = trace[system].status if system in trace else None
         if seen != status:
-            differs(f"statuses.{system}", status, seen, None if system in trace else _no_entry(f"statuses.{system}", status))
+            differs(
+                f"statuses.{system}", status, seen, None if system in trace else _no_entry(f"statuses.{system}", status, trace)
+            )
     if "unblocks_at" in expect and decision.unblocks_at != _instant(expect["unblocks_at"]):
         differs("unblocks_at", expect["unblocks_at"], _iso(decision.unblocks_at))
     for system, when in expect.get("trace_unblocks_at", {}).items():
         field = f"trace_unblocks_at.{system}"
         if system not in trace:
-            differs(field, when, None, _no_entry(field, when))
+            differs(field, when, None, _no_entry(field, when, trace))
         elif trace[system].unblocks_at != _instant(when):
             differs(field, when, _iso(trace[system].unblocks_at))
     if "override_applied" in expect and decision.override_applied is not expect["override_applied"]:
@@ -218,17 +221,18 @@ def compare(expect: Mapping[str, Any], decision: ProtectionDecision) -> list[Mis
         if text not in decision.reason:
             differs("reason_contains", text, decision.reason, _missing_text("reason", text, decision.reason))
     for system, wanted in expect.get("facts", {}).items():
-        out.extend(_fact_mismatches(system, wanted, trace.get(system)))
+        out.extend(_fact_mismatches(system, wanted, trace))
     return out
 
 
-def _fact_mismatches(system: str, wanted: Mapping[str, Any], entry: ProtectionResult | None) -> list[Mismatch]:
+def _fact_mismatches(system: str, wanted: Mapping[str, Any], trace: Mapping[str, ProtectionResult]) -> list[Mismatch]:
     out = []
+    entry = trace.get(system)
     facts = entry.facts if entry is not None else {}
     for key, value in wanted.items():
         field = f"facts.{system}.{key}"
         if entry is None:
-            out.append(Mismatch(field, value, None, _no_entry(field, value)))
+            out.append(Mismatch(field, value, None, _no_entry(field, value, trace)))
         elif key not in facts:
             out.append(Mismatch(field, value, None, f"{field}: expected {_show(value)}, got no such fact"))
         elif not same_value(facts[key], value):
@@ -263,8 +267,10 @@ def _show(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=True)
 
 
-def _no_entry(field: str, wanted: Any) -> str:
-    return f"{field}: expected {_show(wanted)}, got no trace entry for this protection"
+def _no_entry(field: str, wanted: Any, trace: Mapping[str, ProtectionResult]) -> str:
+    # a custom protection is named only in its policy, so a misspelt one is found here
+    name = field.split(".")[1]
+    return f"{field}: expected {_show(wanted)}, got no trace entry for this protection{did_you_mean(name, trace)}"
 
 
 def _missing_text(field: str, text: str, seen: str | None) -> str:

@@ -42,6 +42,14 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f"; did you mean `{match[0]}`?" if match else ""
 
 
+def not_one_of(value: Any, options: Iterable[Any]) -> str:
+    """The message for a value outside a closed set: the set as JSON, and a did-you-mean."""
+    options = list(options)
+    shown = ", ".join(f"`{_show(o)}`" for o in options)
+    hint = did_you_mean(value, [o for o in options if isinstance(o, str)]) if isinstance(value, str) else ""
+    return f"`{_show(value)}` is not one of {shown}{hint}"
+
+
 @cache
 def validator(name: str) -> jsonschema.protocols.Validator:
     definition = schema(name)
@@ -124,9 +132,7 @@ def _translate(error: jsonschema.ValidationError, source: SourceMap) -> list[Iss
         wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
         message = f"`{name}` must be of type {wanted}, got `{_show(value)}` ({_json_type(value)})"
     elif keyword == "enum":
-        options = ", ".join(f"`{_show(o)}`" for o in error.validator_value)
-        names = [o for o in error.validator_value if isinstance(o, str)]
-        message = f"`{_show(value)}` is not one of {options}{did_you_mean(value, names) if isinstance(value, str) else ''}"
+        message = not_one_of(value, error.validator_value)
     elif keyword == "const":
         message = f"`{name}` must be `{_show(error.validator_value)}`, got `{_show(value)}`"
     elif keyword in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):

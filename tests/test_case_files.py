@@ -223,19 +223,30 @@ def test_case_is_a_value():
 
 # open on purpose: the engine validates a request (an invalid one is a case too), the merged
 # policy validates overrides, and facts differ per protection (a fact not there is a failure)
-OPEN = {"#/$defs/case/properties/request", "#/$defs/case/properties/policy_overrides"} | {
+OPEN = {
+    "#/$defs/case/properties/request",
+    "#/$defs/case/properties/policy_overrides",
+    "#/$defs/expect/properties/facts/additionalProperties",
+} | {
     f"#/$defs/expect/properties/facts/properties/{p}"
     for p in ("core_asset_immunity", "regime_override", "grace_period", "holding_period", "whipsaw_protection")
 }
+
+
+# keyed by protection: the built-ins by name, a custom protection (any name) like them
+BY_PROTECTION = {f"#/$defs/expect/properties/{key}" for key in ("statuses", "trace_unblocks_at", "facts")}
 
 
 def test_case_schema_objects_are_closed_except_the_open_ones():
     objects = [(where, node) for where, node in walk_schema(SCHEMA) if node.get("type") == "object" or "properties" in node]
     assert len(objects) >= 8
     for where, node in objects:
-        if where not in OPEN:
+        if where in BY_PROTECTION:
+            assert node["additionalProperties"] == node["properties"]["grace_period"], where
+            assert node["propertyNames"]["pattern"].startswith("^[a-z]"), where
+        elif where not in OPEN:
             assert node.get("additionalProperties") is False, where
-    assert all(where in dict(walk_schema(SCHEMA)) for where in OPEN)
+    assert all(where in dict(walk_schema(SCHEMA)) for where in OPEN | BY_PROTECTION)
 
 
 def test_every_case_schema_property_has_a_description():

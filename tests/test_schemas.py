@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +57,16 @@ def _is_object_schema(node: dict) -> bool:
 
 
 def test_policy_schema_objects_are_closed():
-    # A typo in a policy must never be silently ignored: every object refuses unknown keys.
+    # A typo in a policy must never be silently ignored: every object refuses unknown keys;
+    # `protections` takes any other (well-formed) name as a custom protection, itself closed.
     objects = [(where, node) for where, node in walk_schema(POLICY_SCHEMA) if _is_object_schema(node)]
-    assert len(objects) >= 8  # root, metadata, protections, five blocks, bypass
+    assert len(objects) >= 10  # root, metadata, protections, five blocks, bypass, a custom one, a condition
     for where, node in objects:
-        assert node.get("additionalProperties") is False, where
+        if where == "#/properties/protections":
+            assert node["additionalProperties"] == {"$ref": "#/$defs/condition_protection"}
+            assert node["propertyNames"] == {"$ref": "#/$defs/protection_name"}
+        else:
+            assert node.get("additionalProperties") is False, where
 
 
 def _resolve(node: dict) -> dict:
@@ -102,10 +108,18 @@ def test_every_numeric_policy_parameter_is_bounded():
 def test_protection_names_agree_across_schema_and_registry():
     from protection_rules.protections import REGISTRY
 
-    props = POLICY_SCHEMA["properties"]
+    props, defs = POLICY_SCHEMA["properties"], POLICY_SCHEMA["$defs"]
     assert set(props["protections"]["properties"]) == set(REGISTRY)
-    assert set(props["hierarchy"]["items"]["enum"]) == set(REGISTRY)
-    assert set(POLICY_SCHEMA["$defs"]["bypass_list"]["items"]["enum"]) == set(REGISTRY)
+    # a built-in or a custom protection: any well-formed name (the semantic pass checks it)
+    assert props["hierarchy"]["items"] == defs["bypass_list"]["items"] == {"$ref": "#/$defs/protection_name"}
+    assert set(defs["protection_name"]["examples"]) == set(REGISTRY)
+    assert all(re.match(defs["protection_name"]["pattern"], name) for name in REGISTRY)
+
+
+def test_condition_facts_agree_across_schema_and_catalogue():
+    from protection_rules.fact_catalogue import FACTS
+
+    assert POLICY_SCHEMA["$defs"]["condition"]["properties"]["fact"]["enum"] == [spec.name for spec in FACTS]
 
 
 # ------------------------------------------------------------------------ request round trip

@@ -6,47 +6,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from ..conditions import Condition, Expr
 from ..models import AssetState, ProtectionRequest, StateChange, Status
-
-Op = Literal["==", "<", "<=", ">", ">=", "in"]
-
-
-@dataclass(frozen=True, slots=True)
-class Condition:
-    """One test on one fact field; the compiler turns it into durable-rules JSON and Python."""
-
-    field: str
-    op: Op
-    value: Any
-
-    def holds(self, fact: Mapping[str, Any]) -> bool:
-        # Mirrors durable-rules: a missing field makes every comparison false.
-        if self.field not in fact:
-            return False
-        seen = fact[self.field]
-        if self.op == "==":
-            return seen == self.value
-        if self.op == "in":
-            return seen in self.value
-        if self.op == "<":
-            return seen < self.value
-        if self.op == "<=":
-            return seen <= self.value
-        if self.op == ">":
-            return seen > self.value
-        return seen >= self.value
-
-    def text(self) -> str:
-        value = "[" + ", ".join(self.value) + "]" if self.op == "in" else repr(self.value)
-        return f"{self.field} {self.op} {value}"
 
 
 @dataclass(frozen=True, slots=True)
 class RuleSpec:
-    """A rule as a protection declares it: `<protection>.<outcome>[.<variant>]`, all conditions ANDed."""
+    """A rule as a protection declares it: `<protection>.<outcome>[.<variant>]`, all conditions
+    ANDed; each is a test or a tree of them (conditions.py)."""
 
     id: str
-    conditions: tuple[Condition, ...]
+    conditions: tuple[Expr, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +55,8 @@ class Protection:
     short_circuits: ClassVar[bool] = False
     can_block: ClassVar[bool] = True
     fact_types: ClassVar[Mapping[str, type]] = {}
+    # the facts of fact_catalogue.py this protection tests (custom protections only)
+    custom_facts: tuple[str, ...] = ()
 
     def __init__(self, block: Mapping[str, Any]):
         self.enabled: bool = block["enabled"]

@@ -5,8 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..models import CoreDesignation
 from ..timestamps import format_instant
 from .base import Condition, Context, Outcome, Protection, RuleSpec
+
+
+def core_in_force(core: CoreDesignation | None, now: int) -> bool:
+    """A designation is in force from `designated_at` until `expires_at` (half-open), or for good."""
+    return core is not None and core.designated_at <= now and (core.expires_at is None or now < core.expires_at)
 
 
 class CoreAssetImmunity(Protection):
@@ -22,9 +28,7 @@ class CoreAssetImmunity(Protection):
         self.max_extensions: int = block["max_extensions"]
 
     def facts(self, ctx: Context) -> dict[str, Any]:
-        core = ctx.state.core
-        active = core is not None and core.designated_at <= ctx.now and (core.expires_at is None or ctx.now < core.expires_at)
-        return {"core_active": active}
+        return {"core_active": core_in_force(ctx.state.core, ctx.now)}
 
     def rules(self) -> tuple[RuleSpec, ...]:
         if not self.blocks:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..conditions import AllOf, AnyOf
 from ..models import StateChange
 from ..timestamps import MICROS_PER_DAY, days, format_duration, format_instant
 from .base import Condition, Context, Outcome, Protection, RuleSpec
@@ -20,6 +21,11 @@ class GracePeriod(Protection):
         self.score_threshold: float = float(block["score_threshold"])
         self.decay_rate: float = float(block["decay_rate"])
         self.min_decay_factor: float = float(block["min_decay_factor"])
+        self._failing = (Condition("grace_has_score", "==", True), Condition("grace_score", "<", self.score_threshold))
+        self._carried = (Condition("grace_has_score", "==", False), Condition("grace_has_state", "==", True))
+        self._within = Condition("grace_elapsed_us", "<", days(self.days))
+        # what the block rules test besides the action: the asset is held in grace now
+        self._holds = AnyOf((AllOf((*self._failing, self._within)), AllOf((*self._carried, self._within))))
 
     def facts(self, ctx: Context) -> dict[str, Any]:
         score = ctx.request.current_score
@@ -34,9 +40,13 @@ class GracePeriod(Protection):
             out["grace_score"] = float(score)
         return out
 
+    def in_grace(self, ctx: Context) -> bool:
+        """Whether a close of the asset would be held in grace now (the `in_grace` fact of custom
+        protections), whether or not this protection is enabled or blocks `close`."""
+        return self._holds.holds(self.facts(ctx))
+
     def rules(self) -> tuple[RuleSpec, ...]:
-        failing = (Condition("grace_has_score", "==", True), Condition("grace_score", "<", self.score_threshold))
-        within = Condition("grace_elapsed_us", "<", days(self.days))
+        failing, within = self._failing, self._within
         rules = [
             RuleSpec(f"{self.name}.starts", failing + (Condition("grace_has_state", "==", False),)),
             RuleSpec(
@@ -50,17 +60,7 @@ class GracePeriod(Protection):
         ]
         if self.blocks:
             rules.append(RuleSpec(f"{self.name}.block.failing", (self.blocks_action(),) + failing + (within,)))
-            rules.append(
-                RuleSpec(
-                    f"{self.name}.block.carried",
-                    (
-                        self.blocks_action(),
-                        Condition("grace_has_score", "==", False),
-                        Condition("grace_has_state", "==", True),
-                        within,
-                    ),
-                )
-            )
+            rules.append(RuleSpec(f"{self.name}.block.carried", (self.blocks_action(), *self._carried, within)))
         return tuple(rules)
 
     def explain(self, ctx: Context, facts: Mapping[str, Any], fired: frozenset[str]) -> Outcome:

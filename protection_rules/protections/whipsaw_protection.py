@@ -49,7 +49,11 @@ class WhipsawProtection(Protection):
         self.period_days: int = block["period_days"]
 
     def facts(self, ctx: Context) -> dict[str, Any]:
-        return {"whipsaw_cycles": completed_cycles(in_window(ctx.state.events, ctx.now, days(self.period_days)))}
+        return {"whipsaw_cycles": self.cycles(ctx)}
+
+    def cycles(self, ctx: Context) -> int:
+        """Completed open-close cycles in the window, whether or not this protection is enabled."""
+        return completed_cycles(in_window(ctx.state.events, ctx.now, days(self.period_days)))
 
     def rules(self) -> tuple[RuleSpec, ...]:
         if not self.blocks:
