@@ -6,7 +6,11 @@ callgrind twice, with N and with 0, and divide the difference by N for instructi
     valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python benchmarks/icount.py 3000 many
     valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python benchmarks/icount.py 0 many
 
-`many` decides in batches of 1,000 (`evaluate_many`), `one` one request at a time (`evaluate`).
+Both runs build the same pool of POOL requests (the N decided cycle through it), so building
+the requests cancels out of the difference and only deciding is counted.
+`many` decides in batches of 1,000 (`evaluate_many`), `one` one request at a time (`evaluate`),
+`floor` runs bench_evaluate.py's plain-Python version of the default policy instead: the floor
+the engine's ratio is taken against, in instructions.
 A third argument K decides under the default policy plus K custom protections (bench_custom.py's).
 """
 
@@ -19,9 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_evaluate import make_requests  # noqa: E402
+from bench_evaluate import baseline, make_requests  # noqa: E402
 
 from protection_rules import Engine  # noqa: E402
+
+POOL = 3000
+WARM_UP = 200
 
 
 def main() -> None:
@@ -34,13 +41,17 @@ def main() -> None:
         engine = custom_engine(custom)
     else:
         engine = Engine.from_policy(audit=None)
-    requests = make_requests(count + 200)
-    engine.evaluate_many(requests[:200])
-    if mode == "one":
-        for request in requests[200:]:
+    pool = make_requests(WARM_UP + POOL)
+    engine.evaluate_many(pool[:WARM_UP])
+    requests = [pool[WARM_UP + index % POOL] for index in range(count)]
+    if mode == "floor":
+        for request in requests:
+            baseline(request)
+    elif mode == "one":
+        for request in requests:
             engine.evaluate(request)
     else:
-        for start in range(200, 200 + count, 1000):
+        for start in range(0, count, 1000):
             engine.evaluate_many(requests[start : start + 1000])
 
 
