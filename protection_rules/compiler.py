@@ -20,6 +20,8 @@ from .facts import FactSource, fact_sources
 from .models import PolicyRef
 from .network_limits import measure
 from .policy import Policy
+from .protections import Protection
+from .protections.regime_override import RegimeOverride
 
 FACT_KIND = "protection_request"
 SENTINEL = "__sentinel__"
@@ -44,6 +46,18 @@ class CompiledRule:
 
 
 @dataclass(frozen=True, slots=True)
+class Step:
+    """An enabled protection as assembling a decision reads it, in hierarchy order."""
+
+    name: str
+    protection: Protection
+    blocking_rules: frozenset[str]
+    short_circuits: bool
+    overridable: bool
+    changes_state: bool
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledPolicy:
     """Immutable product of `compile_policy`: the rules in firing order and the ruleset JSON."""
 
@@ -59,6 +73,9 @@ class CompiledPolicy:
     ref: PolicyRef
     approved_reason: str
     disabled_note: str
+    steps: tuple[Step, ...]
+    # the regime override when it is enabled and in the hierarchy: what may bypass blocks
+    override: RegimeOverride | None
 
     @property
     def sha256(self) -> str:
@@ -116,9 +133,33 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         ref=PolicyRef(policy.name, policy.version, policy.sha256),
         approved_reason=_approved_reason(policy),
         disabled_note=_disabled_note(policy),
+        steps=_steps(policy),
+        override=_override(policy),
         # each true path through an `$or` is one activation (network_limits.py)
         max_activations=limits.activations,
     )
+
+
+def _steps(policy: Policy) -> tuple[Step, ...]:
+    enabled = [policy.protections[name] for name in policy.hierarchy if policy.protections[name].enabled]
+    return tuple(
+        Step(
+            protection.name,
+            protection,
+            protection.blocking_rules(),
+            protection.short_circuits,
+            protection.overridable,
+            type(protection).state_changes is not Protection.state_changes,
+        )
+        for protection in enabled
+    )
+
+
+def _override(policy: Policy) -> RegimeOverride | None:
+    override = policy.protections.get("regime_override")
+    if isinstance(override, RegimeOverride) and override.enabled and "regime_override" in policy.hierarchy:
+        return override
+    return None
 
 
 def _limit_issue(policy: Policy, protection: str | None, message: str) -> Issue:

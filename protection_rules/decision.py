@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
-from .compiler import CompiledPolicy
+from .compiler import CompiledPolicy, Step
 from .errors import EXIT_APPROVED, EXIT_DENIED, EXIT_INTERNAL, EXIT_INVALID_INPUT, INTERNAL_CODES, Issue
 from .models import (
+    LazyTrace,
     ProtectionDecision,
     ProtectionRequest,
     ProtectionResult,
     StateChange,
 )
 from .protections import Context
-from .protections.regime_override import RegimeOverride
 from .timestamps import parse_instant
 
 
@@ -28,22 +29,93 @@ def assemble(
     trace_id: str,
     decision_id: str,
     engine_version: str,
-    explanation: Mapping[str, Any] | None = None,
+    explain: bool = False,
     started: float,
 ) -> ProtectionDecision:
-    policy = compiled.policy
+    """The decision from the rules that fired. Which protections block, what they bypass and
+    change follows from the rule ids alone; the trace (each protection's reason and facts) is
+    written only when it is read (`LazyTrace`), from the same inputs."""
     fired_set = frozenset(fired)
-    override = policy.protections.get("regime_override")
-    severity = None
-    if isinstance(override, RegimeOverride) and override.enabled and "regime_override" in policy.hierarchy:
-        severity = override.available(fired_set)
-    bypass = set(override.bypass[severity]) if severity and isinstance(override, RegimeOverride) else set()
-
-    trace: list[ProtectionResult] = []
-    blocking: list[str] = []
+    override = compiled.override
+    severity = override.available(fired_set) if override is not None else None
+    bypass = override.bypass[severity] if override is not None and severity else ()
+    blocking: list[Step] = []
     overridden: list[str] = []
     changes: list[StateChange] = []
-    unblocks: dict[str, int | None] = {}
+    for step in compiled.steps:
+        if step.changes_state:
+            changes.extend(step.protection.state_changes(ctx, fired_set))
+        if step.blocking_rules.isdisjoint(fired_set):
+            continue
+        if step.short_circuits:
+            blocking = [step]
+            break
+        if step.overridable and step.name in bypass:
+            overridden.append(step.name)
+        else:
+            blocking.append(step)
+
+    request = ctx.request
+    approved = not blocking
+    override_applied = approved and bool(overridden)
+    override_reason = None
+    if approved:
+        reason = compiled.approved_reason
+    else:
+        reason = "Action blocked by: " + ", ".join(step.name for step in blocking)
+    if override_applied:
+        regime = request.regime
+        moves = " to ".join(r for r in (regime.old_regime, regime.new_regime) if r) if regime else ""
+        transition = f", {moves} transition" if moves else ""
+        override_reason = (
+            "; ".join(f"regime override bypassed {name}" for name in overridden) + f" ({severity} severity{transition})"
+        )
+        reason = (
+            f"Approved by regime override ({severity}{': ' + moves if moves else ''}): "
+            f"bypassed {', '.join(overridden)}{compiled.disabled_note}"
+        )
+        changes.append(StateChange("override_used", request.asset, ctx.now, severity=severity, bypassed=tuple(overridden)))
+    unblocks_at = None
+    if blocking:
+        times = [step.protection.unblocks_at(ctx, fact) for step in blocking]
+        if None not in times:
+            unblocks_at = max(times)  # type: ignore[type-var]
+    return ProtectionDecision(
+        approved=approved,
+        reason=reason,
+        blocking_systems=tuple(step.name for step in blocking),
+        override_applied=override_applied,
+        override_reason=override_reason,
+        unblocks_at=unblocks_at,
+        trace=LazyTrace(partial(_trace, compiled, ctx, fact, fired, fired_set, bypass, explain)),
+        state_changes=tuple(changes),
+        policy=compiled.ref,
+        request_id=request.request_id,
+        trace_id=trace_id,
+        decision_time_ms=elapsed_ms(started),
+        asset=request.asset,
+        action=request.action,
+        evaluated_at=ctx.now,
+        engine_version=engine_version,
+        decision_id=decision_id,
+        state_source=ctx.state_source,
+    )
+
+
+def _trace(
+    compiled: CompiledPolicy,
+    ctx: Context,
+    fact: Mapping[str, Any],
+    fired: Sequence[str],
+    fired_set: frozenset[str],
+    bypass: Sequence[str],
+    explain: bool,
+) -> tuple[ProtectionResult, ...]:
+    """Each protection of the hierarchy with its status, reason, facts, fired rules and
+    `unblocks_at`, as `explain` writes them (docs/semantics.md section 5)."""
+    policy = compiled.policy
+    explanation = compiled.explain(fact) if explain else None
+    trace: list[ProtectionResult] = []
     stopped_by: str | None = None
     fired_by: dict[str, list[str]] = {}
     for rule in fired:
@@ -61,57 +133,14 @@ def assemble(
         status = outcome.status
         if status == "block":
             if protection.short_circuits:
-                stopped_by, blocking = name, [name]
+                stopped_by = name
             elif protection.overridable and name in bypass:
                 status = "overridden"
-                overridden.append(name)
-            else:
-                blocking.append(name)
-            unblocks[name] = outcome.unblocks_at
         facts = outcome.facts
         if explanation is not None:
             facts = {**facts, "checks": explanation.get(name, [])}
         trace.append(ProtectionResult(name, priority, status, outcome.reason, facts, rules, outcome.unblocks_at))
-        changes.extend(outcome.state_changes)
-
-    approved = not blocking
-    override_applied = approved and bool(overridden)
-    override_reason = None
-    reason = compiled.approved_reason if approved else f"Action blocked by: {', '.join(blocking)}"
-    if override_applied:
-        regime = ctx.request.regime
-        moves = " to ".join(r for r in (regime.old_regime, regime.new_regime) if r) if regime else ""
-        transition = f", {moves} transition" if moves else ""
-        override_reason = (
-            "; ".join(f"regime override bypassed {name}" for name in overridden) + f" ({severity} severity{transition})"
-        )
-        reason = (
-            f"Approved by regime override ({severity}{': ' + moves if moves else ''}): "
-            f"bypassed {', '.join(overridden)}{compiled.disabled_note}"
-        )
-        changes.append(StateChange("override_used", ctx.request.asset, ctx.now, severity=severity, bypassed=tuple(overridden)))
-    times = [unblocks.get(name) for name in blocking]
-    unblocks_at = max(times) if blocking and all(t is not None for t in times) else None  # type: ignore[type-var]
-    return ProtectionDecision(
-        approved=approved,
-        reason=reason,
-        blocking_systems=tuple(blocking),
-        override_applied=override_applied,
-        override_reason=override_reason,
-        unblocks_at=unblocks_at,
-        trace=tuple(trace),
-        state_changes=tuple(changes),
-        policy=compiled.ref,
-        request_id=ctx.request.request_id,
-        trace_id=trace_id,
-        decision_time_ms=elapsed_ms(started),
-        asset=ctx.request.asset,
-        action=ctx.request.action,
-        evaluated_at=ctx.now,
-        engine_version=engine_version,
-        decision_id=decision_id,
-        state_source=ctx.state_source,
-    )
+    return tuple(trace)
 
 
 def failed_closed(

@@ -319,7 +319,7 @@ class Engine:
             trace_id=trace_id,
             decision_id=self._new_id(),
             engine_version=__version__,
-            explanation=compiled.explain(fact) if explain else None,
+            explain=explain,
             started=started,
         )
         return decision, ctx

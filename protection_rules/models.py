@@ -8,9 +8,9 @@ and normalise it on construction; a naive `datetime` raises `RequestInvalid`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from .errors import Issue, RequestInvalid
 from .timestamps import format_instant, parse_instant, to_instant
@@ -202,6 +202,58 @@ class ProtectionResult:
         )
 
 
+class LazyTrace(Sequence[ProtectionResult]):
+    """A decision's trace, written when it is first read: the engine decides from the rule ids
+    that fired, and most callers of a batch never read each protection's reason and facts.
+
+    It reads like the tuple it stands for (and equals it); pickling or reading it once writes
+    it for good. `build` must be pure: the values it formats were checked when the decision
+    was made, so writing the trace later gives what writing it then would have given.
+    """
+
+    __slots__ = ("_build", "_entries")
+
+    def __init__(self, build: Callable[[], tuple[ProtectionResult, ...]]):
+        self._build: Callable[[], tuple[ProtectionResult, ...]] | None = build
+        self._entries: tuple[ProtectionResult, ...] | None = None
+
+    def entries(self) -> tuple[ProtectionResult, ...]:
+        entries = self._entries
+        if entries is None:
+            build = self._build
+            if build is None:  # another thread wrote it meanwhile
+                return self._entries  # type: ignore[return-value]
+            entries = self._entries = build()
+            self._build = None  # let the request, its state and its fact go
+        return entries
+
+    @overload
+    def __getitem__(self, index: int) -> ProtectionResult: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[ProtectionResult, ...]: ...
+    def __getitem__(self, index: int | slice) -> ProtectionResult | tuple[ProtectionResult, ...]:
+        return self.entries()[index]
+
+    def __len__(self) -> int:
+        return len(self.entries())
+
+    def __iter__(self) -> Iterator[ProtectionResult]:
+        return iter(self.entries())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LazyTrace):
+            other = other.entries()
+        return self.entries() == other if isinstance(other, tuple) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # as the tuple's entries (their facts are dicts)
+
+    def __repr__(self) -> str:
+        return repr(self.entries())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (tuple, (self.entries(),))
+
+
 @dataclass(frozen=True, slots=True)
 class StateChange:
     """A change to an asset's state that committing the decision applies (docs/semantics.md section 6)."""
@@ -254,7 +306,7 @@ class ProtectionDecision:
     override_applied: bool
     override_reason: str | None
     unblocks_at: Instant | None
-    trace: tuple[ProtectionResult, ...]
+    trace: Sequence[ProtectionResult]  # a tuple, or the `LazyTrace` the engine hands out
     state_changes: tuple[StateChange, ...]
     policy: PolicyRef
     request_id: str | None

@@ -72,6 +72,20 @@ class Protection:
     def explain(self, ctx: Context, facts: Mapping[str, Any], fired: frozenset[str]) -> Outcome:
         raise NotImplementedError
 
+    def blocking_rules(self) -> frozenset[str]:
+        """The rules whose firing means this protection blocks: `<name>.block[.<variant>]`.
+        The decision is assembled from these alone; `explain` (the trace) agrees with them."""
+        block = f"{self.name}.block"
+        return frozenset(spec.id for spec in self.rules() if spec.id == block or spec.id.startswith(block + "."))
+
+    def unblocks_at(self, ctx: Context, facts: Mapping[str, Any]) -> int | None:
+        """When a block of this request would lift with no new events (None: unknown or never)."""
+        return None
+
+    def state_changes(self, ctx: Context, fired: frozenset[str]) -> tuple[StateChange, ...]:
+        """The state changes committing the decision applies for this protection."""
+        return ()
+
     def blocks_action(self) -> Condition:
         return Condition("action", "in", self.blocks)
 

@@ -35,6 +35,10 @@ class CoreAssetImmunity(Protection):
             return ()
         return (RuleSpec(f"{self.name}.block", (self.blocks_action(), Condition("core_active", "==", True))),)
 
+    def unblocks_at(self, ctx: Context, facts: Mapping[str, Any]) -> int | None:
+        core = ctx.state.core
+        return core.expires_at if core else None
+
     def explain(self, ctx: Context, facts: Mapping[str, Any], fired: frozenset[str]) -> Outcome:
         core = ctx.state.core
         shown: dict[str, Any] = {"core": facts["core_active"]}
@@ -47,7 +51,7 @@ class CoreAssetImmunity(Protection):
                 "block",
                 f"`{ctx.request.asset}` is a core asset {until}; `{ctx.request.action}` is never allowed on it",
                 shown,
-                unblocks_at=core.expires_at if core else None,
+                unblocks_at=self.unblocks_at(ctx, facts),
             )
         not_here = self.not_blocked_here(ctx)
         if not_here:

@@ -21,6 +21,7 @@ class GracePeriod(Protection):
         self.score_threshold: float = float(block["score_threshold"])
         self.decay_rate: float = float(block["decay_rate"])
         self.min_decay_factor: float = float(block["min_decay_factor"])
+        self._days_us = days(self.days)
         self._failing = (Condition("grace_has_score", "==", True), Condition("grace_score", "<", self.score_threshold))
         self._carried = (Condition("grace_has_score", "==", False), Condition("grace_has_state", "==", True))
         self._within = Condition("grace_elapsed_us", "<", days(self.days))
@@ -66,7 +67,7 @@ class GracePeriod(Protection):
     def explain(self, ctx: Context, facts: Mapping[str, Any], fired: frozenset[str]) -> Outcome:
         grace = ctx.state.grace
         start = grace.started_at if grace else ctx.now
-        end = start + days(self.days)
+        end = self.unblocks_at(ctx, facts)
         elapsed = facts["grace_elapsed_us"]
         shown: dict[str, Any] = {
             "score": facts.get("grace_score"),
@@ -80,7 +81,7 @@ class GracePeriod(Protection):
         if original is not None and (grace or "grace_period.starts" in fired):
             factor = max(self.decay_rate ** (elapsed // MICROS_PER_DAY), self.min_decay_factor)
             shown["advised_size"] = round(original * factor, 10)
-        changes = self._state_changes(ctx, fired)
+        changes = self.state_changes(ctx, fired)
         blocked = fired & {f"{self.name}.block.failing", f"{self.name}.block.carried"}
         if blocked:
             score = facts.get("grace_score")
@@ -114,7 +115,11 @@ class GracePeriod(Protection):
             reason = "no current score and no grace period in state"
         return Outcome("pass", reason, shown, state_changes=changes)
 
-    def _state_changes(self, ctx: Context, fired: frozenset[str]) -> tuple[Any, ...]:
+    def unblocks_at(self, ctx: Context, facts: Mapping[str, Any]) -> int | None:
+        grace = ctx.state.grace
+        return (grace.started_at if grace else ctx.now) + self._days_us
+
+    def state_changes(self, ctx: Context, fired: frozenset[str]) -> tuple[StateChange, ...]:
         asset = ctx.request.asset
         if f"{self.name}.starts" in fired:
             return (StateChange("grace_started", asset, ctx.now, original_size=ctx.request.current_size),)

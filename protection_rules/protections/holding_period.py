@@ -17,6 +17,7 @@ class HoldingPeriod(Protection):
         super().__init__(block)
         self.min_days: int = block["min_days"]
         self.max_days: int = block["max_days"]
+        self._min_us = days(self.min_days)
 
     def facts(self, ctx: Context) -> dict[str, Any]:
         if ctx.entry_at is None:
@@ -35,6 +36,9 @@ class HoldingPeriod(Protection):
             )
         return tuple(rules)
 
+    def unblocks_at(self, ctx: Context, facts: Mapping[str, Any]) -> int | None:
+        return None if ctx.entry_at is None else ctx.entry_at + self._min_us
+
     def explain(self, ctx: Context, facts: Mapping[str, Any], fired: frozenset[str]) -> Outcome:
         if ctx.entry_at is None:
             return Outcome(
@@ -43,7 +47,7 @@ class HoldingPeriod(Protection):
                 {"entry_date": None},
             )
         held = facts["holding_held_us"]
-        until = ctx.entry_at + days(self.min_days)
+        until = self.unblocks_at(ctx, facts)
         review = f"{self.name}.review" in fired
         shown = {
             "entry_date": format_instant(ctx.entry_at),

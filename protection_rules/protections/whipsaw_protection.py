@@ -65,12 +65,15 @@ class WhipsawProtection(Protection):
             ),
         )
 
+    def unblocks_at(self, ctx: Context, facts: Mapping[str, Any]) -> int | None:
+        return unblocks_at(ctx.state.events, ctx.now, days(self.period_days), self.max_cycles)
+
     def explain(self, ctx: Context, facts: Mapping[str, Any], fired: frozenset[str]) -> Outcome:
         cycles = facts["whipsaw_cycles"]
         shown = {"cycles": cycles, "max_cycles": self.max_cycles, "period_days": self.period_days}
         counted = f"{cycles} completed open-close cycle{'s' if cycles != 1 else ''} in the last {self.period_days} days"
         if f"{self.name}.block" in fired:
-            until = unblocks_at(ctx.state.events, ctx.now, days(self.period_days), self.max_cycles)
+            until = self.unblocks_at(ctx, facts)
             when = f"; `{ctx.request.action}` allowed from {format_instant(until)}" if until is not None else ""
             return Outcome("block", f"{counted}, at or over the limit of {self.max_cycles}{when}", shown, unblocks_at=until)
         not_here = self.not_blocked_here(ctx)

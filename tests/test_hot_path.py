@@ -1,0 +1,96 @@
+"""The per-decision hot path (issue 11): what it skips must still come out exactly when read.
+
+A decision's trace is written when it is first read (`LazyTrace`): the decision's own fields
+come from the rule ids that fired. test_engine_properties.py holds those fields against the
+trace (`test_decision_assembly_is_consistent`); here: the trace is not written by deciding, is
+written once when read, and reads, compares and pickles like the tuple it stands for.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import pytest
+
+from protection_rules import Engine
+from protection_rules.models import LazyTrace, ProtectionDecision, ProtectionResult
+from protection_rules.protections.holding_period import HoldingPeriod
+
+NOW = "2026-03-20T12:00:00Z"
+# held two days of the default three-day minimum: holding_period blocks the close
+HELD_TWO_DAYS = {
+    "request_id": "r1",
+    "asset": "AAPL",
+    "action": "close",
+    "current_date": NOW,
+    "position_entry_date": "2026-03-18T12:00:00Z",
+}
+
+
+@pytest.fixture
+def explained(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The assets whose holding_period trace entry was written, in order."""
+    seen: list[str] = []
+    original = HoldingPeriod.explain
+
+    def counting(self: HoldingPeriod, ctx: Any, facts: Any, fired: Any) -> Any:
+        seen.append(ctx.request.asset)
+        return original(self, ctx, facts, fired)
+
+    monkeypatch.setattr(HoldingPeriod, "explain", counting)
+    return seen
+
+
+def test_deciding_does_not_write_the_trace_and_reading_writes_it_once(explained: list[str]) -> None:
+    engine = Engine.from_policy(audit=None)
+    decisions = engine.evaluate_many([HELD_TWO_DAYS, {**HELD_TWO_DAYS, "asset": "MSFT"}])
+    assert [d.blocking_systems for d in decisions] == [("holding_period",), ("holding_period",)]
+    # unblocks_at is the decision's own field: entry + 3 days, without the trace
+    assert [d.unblocks_at for d in decisions] == [decisions[0].evaluated_at + 86_400_000_000] * 2
+    assert explained == []
+    entry = decisions[1].trace[3]
+    assert (entry.system, entry.status) == ("holding_period", "block")
+    assert entry.reason == "held 2d of the 3-day minimum; `close` allowed from 2026-03-21T12:00:00Z"
+    assert len(decisions[1].trace) == 5
+    list(decisions[1].trace)
+    decisions[1].to_dict()
+    assert explained == ["MSFT"]
+
+
+def test_an_audited_decision_has_its_trace_written_before_it_is_returned(explained: list[str], tmp_path: Any) -> None:
+    # the audit record holds the whole decision, so the trace is written inside the
+    # engine's fail-closed boundary, before the decision is recorded
+    from protection_rules.audit import open_audit
+
+    with open_audit(tmp_path / "audit.sqlite") as sink:
+        Engine.from_policy(audit=sink).evaluate(HELD_TWO_DAYS)
+    assert explained == ["AAPL"]
+
+
+def test_a_lazy_trace_reads_compares_and_pickles_like_its_tuple() -> None:
+    decision = Engine.from_policy(audit=None).evaluate(HELD_TWO_DAYS)
+    assert isinstance(decision.trace, LazyTrace)
+    copied = ProtectionDecision.from_dict(decision.to_dict())
+    assert isinstance(copied.trace, tuple)
+    assert copied == decision and decision == copied
+    assert decision.trace == copied.trace and copied.trace == decision.trace
+    assert decision.trace[1:3] == copied.trace[1:3]
+    assert decision.trace != copied.trace[:-1]
+    unpickled = pickle.loads(pickle.dumps(decision))
+    assert type(unpickled.trace) is tuple
+    assert unpickled == copied
+
+
+def test_a_lazy_trace_is_built_by_the_first_reader_only() -> None:
+    calls = []
+    entry = ProtectionResult("holding_period", 4, "pass", "held 5d, past the 3-day minimum")
+
+    def build() -> tuple[ProtectionResult, ...]:
+        calls.append(1)
+        return (entry,)
+
+    trace = LazyTrace(build)
+    assert (trace[0], len(trace), list(trace), trace == (entry,)) == (entry, 1, [entry], True)
+    assert calls == [1]
+    assert repr(trace) == repr((entry,))
