@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from .engine_json import engine_json
+from .engine_json import engine_json, fact_json
 from .errors import EngineFailure
 
 DURABLE_RULES = "durable-rules==2.0.28"  # the version pinned in pyproject.toml
@@ -69,7 +69,7 @@ _dre = _import_engine()
 
 def _encode(fact: Mapping[str, Any]) -> str:
     try:
-        return engine_json(fact)
+        return fact_json(fact)
     except ValueError as exc:  # NaN or infinity
         raise EngineFailure(f"fact is not finite JSON: {exc}") from None
 
@@ -101,6 +101,7 @@ class RuleNetwork:
         self._lock = threading.Lock()
         self._in_pool = 0
         self._created = 0
+        self._tails: dict[str, str] = {}  # state id -> what closes its facts' JSON
         try:
             self._handle = _dre.create_ruleset(name, ruleset_json)
         except Exception as exc:  # the C extension raises bare errors with terse messages
@@ -123,7 +124,9 @@ class RuleNetwork:
             self._release(sid, poisoned)
 
     def _fire(self, sid: str, fact: Mapping[str, Any]) -> tuple[str, ...]:
-        message = _encode({**fact, "sid": sid, "_kind": self._kind})
+        # the fact's JSON, its closing brace replaced by the state id and kind (never in a fact: _check_types)
+        text, tail = _encode(fact), self._tails[sid]
+        message = text[:-1] + tail if len(text) > 2 else "{" + tail[1:]
         handle = self._handle
         try:
             rc, offset = _dre.assert_fact(handle, message)
@@ -166,12 +169,17 @@ class RuleNetwork:
             raise EngineFailure(f"rule network failed to retract the fact: {_describe(exc)}") from exc
 
     def _check_types(self, fact: Mapping[str, Any]) -> None:
+        types = self._fact_types
         for key, value in fact.items():
-            wanted = self._fact_types.get(key)
-            if wanted is None:
-                raise EngineFailure(f"fact field `{key}` is not declared to the rule network")
-            if type(value) is not wanted and not (wanted is float and type(value) is int):
-                raise EngineFailure(f"fact field `{key}` is {type(value).__name__}, the rules expect {wanted.__name__}")
+            if type(value) is not types.get(key):
+                self._check_type(key, value)
+
+    def _check_type(self, key: str, value: Any) -> None:
+        wanted = self._fact_types.get(key)
+        if wanted is None:
+            raise EngineFailure(f"fact field `{key}` is not declared to the rule network")
+        if not (wanted is float and type(value) is int):
+            raise EngineFailure(f"fact field `{key}` is {type(value).__name__}, the rules expect {wanted.__name__}")
 
     def _acquire(self) -> str:
         try:
@@ -184,7 +192,9 @@ class RuleNetwork:
                     raise EngineFailure("rule network has used up its state ids; restart the process")
                 self._in_pool += 1
                 self._created += 1
-                return f"s{self._created}"
+                sid = f"s{self._created}"
+                self._tails[sid] = engine_json({"sid": sid, "_kind": self._kind}).replace("{", ",", 1)
+                return sid
         return self._free.get()
 
     def _release(self, sid: str, poisoned: bool) -> None:

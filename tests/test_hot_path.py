@@ -8,13 +8,17 @@ written once when read, and reads, compares and pickles like the tuple it stands
 
 from __future__ import annotations
 
+import json
+import math
 import pickle
 from typing import Any
 
 import pytest
 
-from protection_rules import Engine
+from protection_rules import Engine, EngineFailure
+from protection_rules.engine_json import engine_json, fact_json
 from protection_rules.models import LazyTrace, ProtectionDecision, ProtectionResult
+from protection_rules.network import RuleNetwork
 from protection_rules.protections.holding_period import HoldingPeriod
 
 NOW = "2026-03-20T12:00:00Z"
@@ -94,3 +98,58 @@ def test_a_lazy_trace_is_built_by_the_first_reader_only() -> None:
     assert (trace[0], len(trace), list(trace), trace == (entry,)) == (entry, 1, [entry], True)
     assert calls == [1]
     assert repr(trace) == repr((entry,))
+
+
+# ------------------------------------------------------------------ the fact's JSON (network.py)
+
+
+@pytest.mark.parametrize(
+    ("fact", "text"),
+    [
+        ({"action": "open", "n": 0.25, "k": 3, "b": True}, '{"action":"open","n":0.25,"k":3,"b":true}'),
+        # what durable-rules cannot read (`1e16`, `1e-07`) gets a fraction, outside strings only
+        ({"n": 1e16, "m": -1e-07, "s": "BRK:1e5"}, '{"n":1.0e16,"m":-1.0e-7,"s":"BRK:1e5"}'),
+        # a text holding `null` takes json's way, to the same values
+        ({"s": "null", "n": 1e-05}, '{"s":"null","n":1.0e-05}'),
+        ({"s": "Zürich"}, '{"s":"Zürich"}'),
+    ],
+)
+def test_fact_json_writes_what_the_rule_network_reads(fact: dict[str, Any], text: str) -> None:
+    assert fact_json(fact) == text
+    assert json.loads(text) == fact
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_fact_json_refuses_what_is_not_finite(value: float) -> None:
+    with pytest.raises(ValueError):
+        fact_json({"action": "open", "n": value})
+
+
+@pytest.mark.parametrize(
+    ("fact", "fired"),
+    [({"s": 0.25}, ("lo",)), ({"s": 0.75}, ()), ({"s": 1e-07, "t": "null"}, ("lo",)), ({}, ())],
+)
+def test_the_network_reads_facts_with_their_state_id_appended(fact: dict[str, Any], fired: tuple[str, ...]) -> None:
+    ruleset = {
+        "lo": {"pri": 1, "all": [{"m": {"$and": [{"_kind": "k"}, {"$lt": {"s": 0.6}}]}}]},
+        "end": {"pri": 2, "all": [{"m": {"_kind": "k"}}]},
+    }
+    net = RuleNetwork(
+        "hot-path-tail", engine_json(ruleset), kind="k", sentinel="end", fact_types={"s": float, "t": str}, max_activations=4
+    )
+    for _ in range(3):  # the state id is reused: each fact is retracted again
+        assert net.fire(fact) == fired
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_a_fact_that_is_not_finite_is_an_engine_failure(value: float) -> None:
+    net = RuleNetwork(
+        "hot-path-nan",
+        engine_json({"end": {"pri": 1, "all": [{"m": {"_kind": "k"}}]}}),
+        kind="k",
+        sentinel="end",
+        fact_types={"s": float},
+        max_activations=2,
+    )
+    with pytest.raises(EngineFailure, match="not finite"):
+        net.fire({"s": value})
