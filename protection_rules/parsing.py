@@ -1,9 +1,11 @@
 """Request documents -> checked `ProtectionRequest`s: schema, instants, numbers, chronology.
 
 `parse_request` is the one way in for request data (a dict from JSON, or from a Python caller);
-it raises `RequestInvalid` carrying every issue found. The hot path is one compiled schema gate
-(fastjsonschema) and a walk over the instants and numbers; jsonschema, which writes the human
-messages, only runs when the gate says no.
+it raises `RequestInvalid` carrying every issue found. The hot path is one typed pass
+(request_types.py, msgspec: shape, bounds, finite numbers) and the instants; a request it
+does not take in full, for any reason, goes the slow way: a compiled schema gate (fastjsonschema),
+jsonschema writing the messages when the gate says no, then the walks over instants, numbers
+and text, which collect every issue.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from datetime import date
-from typing import Any
+from typing import Any, Literal
+
+import msgspec
 
 from .errors import Issue, RequestInvalid
 from .loading import MAX_MAGNITUDE, SourceMap
@@ -26,12 +30,115 @@ from .models import (
     ProtectionRequest,
     RegimeContext,
 )
+from .request_types import RequestDocument, decode
 from .timestamps import format_instant, parse_instant, to_instant
 from .validation import fast_valid, fast_validator, schema_issues
 
 
 def parse_request(data: Any, *, source: str | None = None) -> ProtectionRequest:
     """Validate and parse a request document; raises `RequestInvalid` with every issue found."""
+    if isinstance(data, dict):
+        try:
+            request = _from_document(decode(data))
+        except (msgspec.ValidationError, ValueError):
+            pass  # the slow way finds and words every issue
+        else:
+            if request is not None:
+                return request
+    return _parse_slowly(data, source)
+
+
+def _from_document(doc: RequestDocument) -> ProtectionRequest | None:
+    """The request of a document the typed pass took, or None when one of the checks of
+    `_parse_slowly` would find an issue (a future instant, text that is not whole characters,
+    metadata that is not plain JSON, a core designation that ends before it starts)."""
+    now = parse_instant(doc.current_date)
+    entry = None if doc.position_entry_date is None else parse_instant(doc.position_entry_date)
+    if entry is not None and entry > now:
+        return None
+    regime = doc.regime
+    if regime is not None:
+        change = None if regime.change_date is None else parse_instant(regime.change_date)
+        if change is not None and change > now:
+            return None
+        if not _whole_text(regime.old_regime) or not _whole_text(regime.new_regime):
+            return None
+        regime = RegimeContext(regime.changed, regime.severity or "normal", regime.old_regime, regime.new_regime, change)
+    state = None if doc.state is None else _state_from_document(doc.state, now)
+    if state is False or not _whole_text(doc.reason) or not _whole_text(doc.request_id):
+        return None
+    metadata = doc.metadata
+    if metadata and not _plain_json(metadata):
+        return None
+    return ProtectionRequest(
+        doc.asset,
+        doc.action,
+        now,
+        doc.current_size,
+        doc.target_size,
+        doc.current_score,
+        doc.target_score,
+        doc.reason or "",
+        entry,
+        doc.position_entry_score,
+        doc.position_entry_size,
+        doc.portfolio_allocation,
+        doc.active_positions,
+        metadata or {},
+        doc.request_id,
+        regime,
+        state,  # type: ignore[arg-type]
+    )
+
+
+def _state_from_document(doc: Any, now: int) -> AssetState | Literal[False]:
+    """The state, or False when an instant lies after now or the core designation is out of order."""
+    last = None if doc.last_override_at is None else parse_instant(doc.last_override_at)
+    if last is not None and last > now:
+        return False
+    core = doc.core
+    if core is not None:
+        designated = parse_instant(core.designated_at)
+        expires = None if core.expires_at is None else parse_instant(core.expires_at)
+        if designated > now or (expires is not None and expires <= designated):
+            return False
+        core = CoreDesignation(designated, expires)
+    grace = doc.grace
+    if grace is not None:
+        started = parse_instant(grace.started_at)
+        if started > now:
+            return False
+        grace = GraceState(started, grace.original_size)
+    events = ()
+    if doc.events:
+        parsed = []
+        for event in doc.events:
+            at = parse_instant(event.at)
+            if at > now:
+                return False
+            parsed.append(PositionEvent(event.type, at, event.size))
+        # sorted by time, stably: events at the same instant keep their given order
+        events = tuple(sorted(parsed, key=_event_time))
+    return AssetState(core, grace, events, last)
+
+
+def _event_time(event: PositionEvent) -> int:
+    return event.at
+
+
+def _whole_text(text: str | None) -> bool:
+    return text is None or text.isascii() or _encodable(text)
+
+
+def _plain_json(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
+        return False
+    return True
+
+
+def _parse_slowly(data: Any, source: str | None) -> ProtectionRequest:
     if not _fast_valid(data):
         data, naive = instants_as_text(data, source)
         if naive:

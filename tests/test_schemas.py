@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import msgspec
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from spec_helpers import walk_schema
 
 from protection_rules.errors import RequestInvalid
-from protection_rules.parsing import _fast_valid, parse_request
+from protection_rules.parsing import _fast_valid, _from_document, _parse_slowly, parse_request
+from protection_rules.request_types import decode
 from protection_rules.timestamps import TIMESTAMP_PATTERN
 from protection_rules.validation import validator
 
@@ -517,6 +519,40 @@ REQUESTS = _maybe(
 @example({"asset": "BTC", "action": "open", "current_date": "2026-03-10\n"})
 def test_fast_gate_agrees_with_jsonschema(data):
     assert _fast_valid(data) == validator("request").is_valid(data)
+
+
+def _typed(data: Any) -> Any:
+    """The request by the typed pass alone (request_types.py), or None where it steps aside."""
+    try:
+        return _from_document(decode(data)) if isinstance(data, dict) else None
+    except (msgspec.ValidationError, ValueError):
+        return None
+
+
+def _slowly(data: Any) -> Any:
+    try:
+        return _parse_slowly(data, None)
+    except RequestInvalid:
+        return None
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(REQUESTS)
+@example({"asset": "BTC", "action": "open", "current_date": "2026-03-10\n"})
+@example({"asset": "BTC", "action": "open", "current_date": "2026-03-10", "current_score": math.nan})
+@example({"asset": "BTC", "action": "open", "current_date": "2026-03-10", "current_size": 1e15, "target_size": 1e15 + 1})
+@example({"asset": "BTC", "action": "open", "current_date": "2026-03-10", "active_positions": 3.0})
+@example(
+    {"asset": "BTC", "action": "open", "current_date": "2026-03-10", "state": {"events": [{"type": "open", "at": "2026-03-11"}]}}
+)
+def test_typed_pass_takes_only_what_the_schema_and_checks_take_and_reads_it_alike(data):
+    typed, slow = _typed(data), _slowly(data)
+    if typed is not None:
+        assert validator("request").is_valid(data)
+        assert typed == slow
+    elif slow is not None:
+        # all it leaves to the slow way among valid requests: an integral float as an integer
+        assert type(data.get("active_positions")) is float, data
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
