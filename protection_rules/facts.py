@@ -41,14 +41,7 @@ def resolve_context(request: ProtectionRequest, stored: AssetState | None = None
     else:
         state, source = EMPTY_STATE, "none"
     entry, entry_source = _entry(request, state)
-    return Context(
-        request=request,
-        now=request.current_date,
-        state=state,
-        state_source=source,
-        entry_at=entry,
-        entry_source=entry_source,
-    )
+    return Context(request, request.current_date, state, source, entry, entry_source)
 
 
 def _entry(request: ProtectionRequest, state: AssetState) -> tuple[int | None, str]:

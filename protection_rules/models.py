@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
+import msgspec
+
 from .errors import Issue, RequestInvalid
 from .timestamps import format_instant, parse_instant, to_instant
 
@@ -33,13 +35,20 @@ def _normalise(value: Any, fields: tuple[tuple[str, str], ...]) -> None:
             raise RequestInvalid([Issue("timestamp-invalid", path, str(exc))]) from None
 
 
+def _given(instant: Any) -> bool:
+    """Whether an optional instant is there and not yet epoch microseconds. Each value type
+    tests this (or `type(...) is not int`) before `_normalise`: they are built for every request."""
+    return instant is not None and type(instant) is not int
+
+
 @dataclass(frozen=True, slots=True)
 class CoreDesignation:
     designated_at: Instant
     expires_at: Instant | None = None
 
     def __post_init__(self) -> None:
-        _normalise(self, (("designated_at", "$.state.core.designated_at"), ("expires_at", "$.state.core.expires_at")))
+        if type(self.designated_at) is not int or _given(self.expires_at):
+            _normalise(self, (("designated_at", "$.state.core.designated_at"), ("expires_at", "$.state.core.expires_at")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +57,8 @@ class GraceState:
     original_size: float | None = None
 
     def __post_init__(self) -> None:
-        _normalise(self, (("started_at", "$.state.grace.started_at"),))
+        if type(self.started_at) is not int:
+            _normalise(self, (("started_at", "$.state.grace.started_at"),))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +68,8 @@ class PositionEvent:
     size: float | None = None
 
     def __post_init__(self) -> None:
-        _normalise(self, (("at", "$.state.events[*].at"),))
+        if type(self.at) is not int:
+            _normalise(self, (("at", "$.state.events[*].at"),))
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +82,8 @@ class AssetState:
     last_override_at: Instant | None = None
 
     def __post_init__(self) -> None:
-        _normalise(self, (("last_override_at", "$.state.last_override_at"),))
+        if _given(self.last_override_at):
+            _normalise(self, (("last_override_at", "$.state.last_override_at"),))
         if type(self.events) is not tuple:
             object.__setattr__(self, "events", tuple(self.events))
 
@@ -97,7 +109,8 @@ class RegimeContext:
     change_date: Instant | None = None
 
     def __post_init__(self) -> None:
-        _normalise(self, (("change_date", "$.regime.change_date"),))
+        if _given(self.change_date):
+            _normalise(self, (("change_date", "$.regime.change_date"),))
 
     def to_dict(self) -> dict[str, Any]:
         return _compact(
@@ -145,7 +158,8 @@ class ProtectionRequest:
     state: AssetState | None = None
 
     def __post_init__(self) -> None:
-        _normalise(self, (("current_date", "$.current_date"), ("position_entry_date", "$.position_entry_date")))
+        if type(self.current_date) is not int or _given(self.position_entry_date):
+            _normalise(self, (("current_date", "$.current_date"), ("position_entry_date", "$.position_entry_date")))
 
     def to_dict(self) -> dict[str, Any]:
         out = _compact(
@@ -296,9 +310,11 @@ class PolicyRef:
         return {"name": self.name, "version": self.version, "sha256": self.sha256}
 
 
-@dataclass(frozen=True, slots=True)
-class ProtectionDecision:
-    """The engine's answer to one request (docs/semantics.md section 5); a value, see `to_dict`."""
+class ProtectionDecision(msgspec.Struct, frozen=True):
+    """The engine's answer to one request (docs/semantics.md section 5); a value, see `to_dict`.
+
+    A frozen msgspec Struct rather than a frozen dataclass: the engine builds one per request,
+    and a Struct's 19 fields are set in C (a dataclass sets each through `object.__setattr__`)."""
 
     approved: bool
     reason: str
