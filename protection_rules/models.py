@@ -1,9 +1,11 @@
 """Request and decision values (names from the plan), with `to_dict` (and `from_dict` for the
 decision). Parsing and validating a request document lives in `parsing.py`.
 
-Instants are integer microseconds since the epoch, UTC (see timestamps.py). The value types also
-take a timezone-aware `datetime` or an ISO string wherever an instant goes, for Python callers,
-and normalise it on construction; a naive `datetime` raises `RequestInvalid`.
+The request types and the decision are frozen msgspec Structs (built in C: the engine makes
+them for every request), the rest frozen dataclasses. Instants are integer microseconds since
+the epoch, UTC (see timestamps.py). The value types also take a timezone-aware `datetime` or
+an ISO string wherever an instant goes, for Python callers, and normalise it on construction; a
+naive `datetime` raises `RequestInvalid`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
 import msgspec
+from msgspec.structs import force_setattr
 
 from .errors import Issue, RequestInvalid
 from .timestamps import format_instant, parse_instant, to_instant
@@ -30,7 +33,7 @@ def _normalise(value: Any, fields: tuple[tuple[str, str], ...]) -> None:
         if seen is None or type(seen) is int:
             continue
         try:
-            object.__setattr__(value, name, to_instant(seen))
+            force_setattr(value, name, to_instant(seen))
         except ValueError as exc:
             raise RequestInvalid([Issue("timestamp-invalid", path, str(exc))]) from None
 
@@ -41,8 +44,7 @@ def _given(instant: Any) -> bool:
     return instant is not None and type(instant) is not int
 
 
-@dataclass(frozen=True, slots=True)
-class CoreDesignation:
+class CoreDesignation(msgspec.Struct, frozen=True):
     designated_at: Instant
     expires_at: Instant | None = None
 
@@ -51,8 +53,7 @@ class CoreDesignation:
             _normalise(self, (("designated_at", "$.state.core.designated_at"), ("expires_at", "$.state.core.expires_at")))
 
 
-@dataclass(frozen=True, slots=True)
-class GraceState:
+class GraceState(msgspec.Struct, frozen=True):
     started_at: Instant
     original_size: float | None = None
 
@@ -61,8 +62,7 @@ class GraceState:
             _normalise(self, (("started_at", "$.state.grace.started_at"),))
 
 
-@dataclass(frozen=True, slots=True)
-class PositionEvent:
+class PositionEvent(msgspec.Struct, frozen=True):
     type: Literal["open", "close"]
     at: Instant
     size: float | None = None
@@ -72,8 +72,7 @@ class PositionEvent:
             _normalise(self, (("at", "$.state.events[*].at"),))
 
 
-@dataclass(frozen=True, slots=True)
-class AssetState:
+class AssetState(msgspec.Struct, frozen=True):
     """What happened to one asset before a request (docs/semantics.md section 3)."""
 
     core: CoreDesignation | None = None
@@ -85,7 +84,7 @@ class AssetState:
         if _given(self.last_override_at):
             _normalise(self, (("last_override_at", "$.state.last_override_at"),))
         if type(self.events) is not tuple:
-            object.__setattr__(self, "events", tuple(self.events))
+            force_setattr(self, "events", tuple(self.events))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -100,8 +99,7 @@ class AssetState:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class RegimeContext:
+class RegimeContext(msgspec.Struct, frozen=True):
     changed: bool
     severity: Literal["normal", "high", "critical"] = "normal"
     old_regime: str | None = None
@@ -134,8 +132,7 @@ OPTIONAL_NUMBERS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ProtectionRequest:
+class ProtectionRequest(msgspec.Struct, frozen=True):
     """One proposed position change for one asset (docs/semantics.md section 1). Build it directly, or
     parse a request document with `parsing.parse_request`; the engine validates both the same way."""
 
@@ -152,7 +149,7 @@ class ProtectionRequest:
     position_entry_size: float | None = None
     portfolio_allocation: float | None = None
     active_positions: int | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = msgspec.field(default_factory=dict)
     request_id: str | None = None
     regime: RegimeContext | None = None
     state: AssetState | None = None
