@@ -9,10 +9,10 @@ the rule network (which gets `not` pushed down to the leaves), and through a who
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from protection_rules import Engine
@@ -243,7 +243,7 @@ def test_the_trace_mirrors_the_condition_tree():
 def test_days_held_is_whole_days(held_us, days):
     engine = Engine(compile_policy(parse_policy(policy_with({"probe": "{fact: days_held, lt: 3}"}), "p")), audit=None)
     now = 1_800_000_000_000_000
-    request = replace(
+    request = msgspec.structs.replace(
         parse_request({"asset": "A", "action": "open", "current_date": NOW}), current_date=now, position_entry_date=now - held_us
     )
     fact = enrich(engine.compiled.fact_sources, resolve_context(request))

@@ -8,13 +8,13 @@ engine's own output.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -238,7 +238,7 @@ def approval() -> ProtectionDecision:
 
 
 def timed(decision: ProtectionDecision, *times: float) -> list[ProtectionDecision]:
-    return [dataclasses.replace(decision, decision_time_ms=t) for t in times]
+    return [msgspec.structs.replace(decision, decision_time_ms=t) for t in times]
 
 
 def test_latency_percentiles_are_nearest_rank_over_the_last_decisions(monkeypatch, approval) -> None:
@@ -260,7 +260,7 @@ def test_nearest_rank(values, percent, rank) -> None:
 
 
 def failure(decision: ProtectionDecision, code: str = "engine-failure") -> ProtectionDecision:
-    return dataclasses.replace(
+    return msgspec.structs.replace(
         decision, approved=False, blocking_systems=("error",), errors=(Issue(code, "$", f"{code} happened"),)
     )
 
