@@ -74,6 +74,8 @@ class CompiledPolicy:
     approved_reason: str
     disabled_note: str
     steps: tuple[Step, ...]
+    blocking_rules: frozenset[str]  # every step's, for the approvals that need no loop over blocks
+    changing_steps: tuple[Step, ...]  # the steps that may change state
     # the regime override when it is enabled and in the hierarchy: what may bypass blocks
     override: RegimeOverride | None
 
@@ -113,6 +115,7 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
     for source in sources:
         fact_types.update(source.fact_types)
     _check(policy, rules, fact_types)
+    steps = _steps(policy)
     body: dict[str, Any] = {rule.id: _durable(rule) for rule in rules}
     body[SENTINEL] = {"pri": SENTINEL_PRI, "all": [{"m": {"_kind": FACT_KIND}}]}
     limits = measure(body)
@@ -133,7 +136,9 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         ref=PolicyRef(policy.name, policy.version, policy.sha256),
         approved_reason=_approved_reason(policy),
         disabled_note=_disabled_note(policy),
-        steps=_steps(policy),
+        steps=steps,
+        blocking_rules=frozenset().union(*(step.blocking_rules for step in steps)),
+        changing_steps=tuple(step for step in steps if step.changes_state),
         override=_override(policy),
         # each true path through an `$or` is one activation (network_limits.py)
         max_activations=limits.activations,

@@ -42,7 +42,9 @@ def assemble(
     blocking: list[Step] = []
     overridden: list[str] = []
     changes: list[StateChange] = []
-    for step in compiled.steps:
+    # when no block rule fired, only the steps that may change state have anything to say
+    steps = compiled.changing_steps if fired_set.isdisjoint(compiled.blocking_rules) else compiled.steps
+    for step in steps:
         if step.changes_state:
             changes.extend(step.protection.state_changes(ctx, fired_set))
         if step.blocking_rules.isdisjoint(fired_set):

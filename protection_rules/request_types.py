@@ -38,24 +38,26 @@ def _integer(spec: dict[str, Any]) -> Any:
     return Annotated[int, msgspec.Meta(ge=spec.get("minimum", -int(MAX_MAGNITUDE)), le=int(MAX_MAGNITUDE))]
 
 
-Stamp = _text(_PROPERTIES["current_date"])
+# A timestamp's shape is checked where it is read, by `timestamps.parse_instant`, with the same
+# expression as the schema's pattern (timestamps.TIMESTAMP_PATTERN): not twice.
+Stamp = str
 Size = _number(_PROPERTIES["current_size"])
 Score = _number(_PROPERTIES["current_score"])
 
 
 class CoreDocument(msgspec.Struct, forbid_unknown_fields=True):
-    designated_at: _text(_STATE["core"]["properties"]["designated_at"])  # type: ignore[valid-type]
-    expires_at: _text(_STATE["core"]["properties"]["expires_at"]) | None = None  # type: ignore[valid-type]
+    designated_at: Stamp
+    expires_at: Stamp | None = None
 
 
 class GraceDocument(msgspec.Struct, forbid_unknown_fields=True):
-    started_at: Stamp  # type: ignore[valid-type]
+    started_at: Stamp
     original_size: Size | None = None  # type: ignore[valid-type]
 
 
 class EventDocument(msgspec.Struct, forbid_unknown_fields=True):
     type: Literal["open", "close"]
-    at: Stamp  # type: ignore[valid-type]
+    at: Stamp
     size: Size | None = None  # type: ignore[valid-type]
 
 
@@ -63,7 +65,7 @@ class StateDocument(msgspec.Struct, forbid_unknown_fields=True):
     core: CoreDocument | None = None
     grace: GraceDocument | None = None
     events: Annotated[list[EventDocument], msgspec.Meta(max_length=_STATE["events"]["maxItems"])] | None = None
-    last_override_at: Stamp | None = None  # type: ignore[valid-type]
+    last_override_at: Stamp | None = None
 
 
 class RegimeDocument(msgspec.Struct, forbid_unknown_fields=True):
@@ -71,20 +73,20 @@ class RegimeDocument(msgspec.Struct, forbid_unknown_fields=True):
     severity: Literal["normal", "high", "critical"] | None = None
     old_regime: _text(_PROPERTIES["regime"]["properties"]["old_regime"]) | None = None  # type: ignore[valid-type]
     new_regime: _text(_PROPERTIES["regime"]["properties"]["new_regime"]) | None = None  # type: ignore[valid-type]
-    change_date: Stamp | None = None  # type: ignore[valid-type]
+    change_date: Stamp | None = None
 
 
 class RequestDocument(msgspec.Struct, forbid_unknown_fields=True):
     asset: _text(_PROPERTIES["asset"])  # type: ignore[valid-type]
     action: Literal["open", "close", "increase", "decrease"]
-    current_date: Stamp  # type: ignore[valid-type]
+    current_date: Stamp
     request_id: _text(_PROPERTIES["request_id"]) | None = None  # type: ignore[valid-type]
     current_size: Size | None = None  # type: ignore[valid-type]
     target_size: _number(_PROPERTIES["target_size"]) | None = None  # type: ignore[valid-type]
     current_score: Score | None = None  # type: ignore[valid-type]
     target_score: _number(_PROPERTIES["target_score"]) | None = None  # type: ignore[valid-type]
     reason: _text(_PROPERTIES["reason"]) | None = None  # type: ignore[valid-type]
-    position_entry_date: Stamp | None = None  # type: ignore[valid-type]
+    position_entry_date: Stamp | None = None
     position_entry_score: _number(_PROPERTIES["position_entry_score"]) | None = None  # type: ignore[valid-type]
     position_entry_size: _number(_PROPERTIES["position_entry_size"]) | None = None  # type: ignore[valid-type]
     portfolio_allocation: _number(_PROPERTIES["portfolio_allocation"]) | None = None  # type: ignore[valid-type]
