@@ -2,7 +2,10 @@
 decision). Parsing and validating a request document lives in `parsing.py`.
 
 The request types and the decision are frozen msgspec Structs (built in C: the engine makes
-them for every request), the rest frozen dataclasses. Instants are integer microseconds since
+them for every request), the rest frozen dataclasses. The Structs are not tracked by the cyclic
+garbage collector (`gc=False`): they cannot be part of a reference cycle (frozen, holding
+values made before them), and a batch of decisions held in memory would otherwise make every
+full collection walk them all. Instants are integer microseconds since
 the epoch, UTC (see timestamps.py). The value types also take a timezone-aware `datetime` or
 an ISO string wherever an instant goes, for Python callers, and normalise it on construction; a
 naive `datetime` raises `RequestInvalid`.
@@ -44,7 +47,7 @@ def _given(instant: Any) -> bool:
     return instant is not None and type(instant) is not int
 
 
-class CoreDesignation(msgspec.Struct, frozen=True):
+class CoreDesignation(msgspec.Struct, frozen=True, gc=False):
     designated_at: Instant
     expires_at: Instant | None = None
 
@@ -53,7 +56,7 @@ class CoreDesignation(msgspec.Struct, frozen=True):
             _normalise(self, (("designated_at", "$.state.core.designated_at"), ("expires_at", "$.state.core.expires_at")))
 
 
-class GraceState(msgspec.Struct, frozen=True):
+class GraceState(msgspec.Struct, frozen=True, gc=False):
     started_at: Instant
     original_size: float | None = None
 
@@ -62,7 +65,7 @@ class GraceState(msgspec.Struct, frozen=True):
             _normalise(self, (("started_at", "$.state.grace.started_at"),))
 
 
-class PositionEvent(msgspec.Struct, frozen=True):
+class PositionEvent(msgspec.Struct, frozen=True, gc=False):
     type: Literal["open", "close"]
     at: Instant
     size: float | None = None
@@ -72,7 +75,7 @@ class PositionEvent(msgspec.Struct, frozen=True):
             _normalise(self, (("at", "$.state.events[*].at"),))
 
 
-class AssetState(msgspec.Struct, frozen=True):
+class AssetState(msgspec.Struct, frozen=True, gc=False):
     """What happened to one asset before a request (docs/semantics.md section 3)."""
 
     core: CoreDesignation | None = None
@@ -99,7 +102,7 @@ class AssetState(msgspec.Struct, frozen=True):
         return out
 
 
-class RegimeContext(msgspec.Struct, frozen=True):
+class RegimeContext(msgspec.Struct, frozen=True, gc=False):
     changed: bool
     severity: Literal["normal", "high", "critical"] = "normal"
     old_regime: str | None = None
@@ -132,7 +135,7 @@ OPTIONAL_NUMBERS = (
 )
 
 
-class ProtectionRequest(msgspec.Struct, frozen=True):
+class ProtectionRequest(msgspec.Struct, frozen=True, gc=False):
     """One proposed position change for one asset (docs/semantics.md section 1). Build it directly, or
     parse a request document with `parsing.parse_request`; the engine validates both the same way."""
 
@@ -307,7 +310,7 @@ class PolicyRef:
         return {"name": self.name, "version": self.version, "sha256": self.sha256}
 
 
-class ProtectionDecision(msgspec.Struct, frozen=True):
+class ProtectionDecision(msgspec.Struct, frozen=True, gc=False):
     """The engine's answer to one request (docs/semantics.md section 5); a value, see `to_dict`.
 
     A frozen msgspec Struct rather than a frozen dataclass: the engine builds one per request,

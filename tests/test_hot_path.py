@@ -153,3 +153,16 @@ def test_a_fact_that_is_not_finite_is_an_engine_failure(value: float) -> None:
     )
     with pytest.raises(EngineFailure, match="not finite"):
         net.fire({"s": value})
+
+
+def test_requests_contexts_and_decisions_are_left_out_of_the_cyclic_collector() -> None:
+    # thousands of them held in memory must not slow every full collection down
+    import gc
+
+    from protection_rules.facts import resolve_context
+    from protection_rules.parsing import parse_request
+
+    request = parse_request({**HELD_TWO_DAYS, "state": {"events": [{"type": "open", "at": "2026-03-18T12:00:00Z"}]}})
+    decision = Engine.from_policy(audit=None).evaluate(HELD_TWO_DAYS)
+    values = (request, request.state, request.state.events[0], resolve_context(request), decision)
+    assert [gc.is_tracked(value) for value in values] == [False] * 5

@@ -21,7 +21,7 @@ class RuleSpec:
     conditions: tuple[Expr, ...]
 
 
-class Context(msgspec.Struct, frozen=True):
+class Context(msgspec.Struct, frozen=True, gc=False):
     """Everything about one request that protections read, resolved once (see facts.py); a
     Struct, built in C, as it is built for every request."""
 
