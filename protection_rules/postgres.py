@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ProtectionRulesError, UsageError
+from .probing import probe_result
 
 SCHEMES = ("postgresql", "postgres")
 CONNECT_TIMEOUT = 10  # seconds libpq waits for a server before giving up (fail fast: a deny)
@@ -136,6 +137,33 @@ class Database:
         except psycopg.Error as exc:
             raise self.failure(exc, doing) from None
 
+    def probe(self, table: str, *, writable: bool, check: Callable[[Any], object] | None = None) -> dict[str, Any]:
+        """Health (probing.py): reachable when a pooled connection finds `table`; writable when
+        the transaction may write (a hot standby's may not) and `check` passes; nothing is written."""
+        import psycopg
+
+        try:
+            with self.transaction("read") as conn:
+                (exists,) = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+                if not exists:
+                    return probe_result(False, False, f"{self._label}: the {table} table is gone")
+                if not writable:
+                    return probe_result(True, False, f"{self._label}: opened read-only")
+                try:
+                    with conn.transaction():  # a savepoint: a refusal leaves the probe's transaction usable
+                        # a row lock needs a writable transaction and the UPDATE privilege; KEY SHARE
+                        # locks of concurrent probes do not conflict
+                        conn.execute(f"SELECT 1 FROM {table} LIMIT 1 FOR KEY SHARE")
+                        if check is not None:
+                            check(conn)
+                except psycopg.Error as exc:
+                    return probe_result(True, False, str(self.failure(exc, "write")))
+                except ProtectionRulesError as exc:
+                    return probe_result(True, False, str(exc))
+        except ProtectionRulesError as exc:
+            return probe_result(False, False, str(exc))
+        return probe_result(True, True)
+
     def failure(self, exc: BaseException, doing: str) -> ProtectionRulesError:
         """The typed error for a database failure: one line, no password."""
         reason = " ".join(str(exc).split()) or type(exc).__name__
@@ -166,7 +194,8 @@ def migrate(
     """
     latest = max(migrations)
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(table),))
+        if create:  # a read-only open takes no lock: it may be talking to a hot standby
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(table),))
         found = schema_version(conn, table, fail)
         if found is not None and found > latest:
             raise fail(f"schema version {found} is newer than this protection-rules supports ({latest})")

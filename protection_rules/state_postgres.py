@@ -16,8 +16,7 @@ from typing import Any, Literal
 
 from .errors import StateError
 from .models import AssetState, CoreDesignation, GraceState, PositionEvent, StateChange
-from .postgres import Database, migrate, redact, schema_version
-from .probing import probe_result
+from .postgres import Database, migrate, redact
 from .state import CoreRecord, StoredEvent, check_input
 
 SCHEMA_TABLE = "state_schema_version"
@@ -144,19 +143,7 @@ class PostgresStateStore:
         self._write([("DELETE FROM state_core WHERE asset = %s", (asset,))])
 
     def probe(self) -> dict[str, Any]:
-        """Reachable: a pooled connection reads the schema version; writable: the transaction is
-        not read-only (a hot standby's is) and takes a row lock on the version table (rolled back)."""
-        try:
-            with self._db.transaction("read") as conn:
-                schema_version(conn, SCHEMA_TABLE, self._fail)
-                try:
-                    with conn.transaction():  # a savepoint: a refusal leaves the outer transaction usable
-                        conn.execute(f"SELECT 1 FROM {SCHEMA_TABLE} FOR UPDATE NOWAIT LIMIT 1")
-                except Exception as exc:
-                    return probe_result(True, False, str(self._db.failure(exc, "write")))
-        except StateError as exc:
-            return probe_result(False, False, str(exc))
-        return probe_result(True, True)
+        return self._db.probe(SCHEMA_TABLE, writable=True)
 
     def close(self) -> None:
         self._db.close()

@@ -1,0 +1,216 @@
+"""`PostgresAuditLog`: the audit chain in a PostgreSQL database, one chain for every writer on
+every host (see the package docstring, `protection_rules.audit`).
+
+Appends are serialised in the database: each runs in one transaction that first takes a
+transaction-level advisory lock (`pg_advisory_xact_lock`, released by the commit or rollback),
+then checks the end of the chain, seals the batch onto it and inserts it. The table backs that
+up with constraints: `sequence` is the primary key and `prev_hash` is unique, so two records can
+never chain onto the same predecessor even if a writer skipped the lock; `decision_id` is unique.
+Rows have the SQLite layout (audit/rows.py: the canonical body as TEXT, its hash, indexed copies
+of its fields), in a schema versioned in `audit_schema_version`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from ..errors import AuditError
+from ..postgres import Database, lock_key, migrate, redact
+from .base import DEFAULT_TIMEOUT, LogFile, Mode
+from .chain import GENESIS_HASH, ChainEntry, VerifyResult, link_problem, now_iso, seal, verify_entries
+from .query import ALL_RECORDS, RecordFilter, summarise
+from .rows import COLUMNS, json_list, load_body, record_columns, row_entries, where_clause
+
+SCHEMA_TABLE = "audit_schema_version"
+_MIGRATIONS = {
+    1: (
+        """CREATE TABLE audit_records (
+            sequence BIGINT PRIMARY KEY CHECK (sequence > 0),
+            kind TEXT NOT NULL,
+            decision_id TEXT UNIQUE,
+            trace_id TEXT,
+            evaluated_at TEXT,
+            evaluated_us BIGINT,
+            asset TEXT,
+            action TEXT,
+            decision TEXT,
+            blocking_systems TEXT,
+            override_applied INTEGER,
+            policy_name TEXT,
+            policy_version TEXT,
+            policy_sha256 TEXT,
+            decision_time_ms DOUBLE PRECISION,
+            recorded_at TEXT NOT NULL,
+            prev_hash TEXT NOT NULL UNIQUE,
+            hash TEXT NOT NULL,
+            body TEXT NOT NULL,
+            CHECK (kind <> 'decision' OR (decision_id IS NOT NULL AND decision IS NOT NULL
+                   AND blocking_systems IS NOT NULL AND override_applied IS NOT NULL))
+        )""",
+        "CREATE INDEX audit_records_asset ON audit_records (asset, evaluated_us)",
+        "CREATE INDEX audit_records_decision ON audit_records (decision)",
+        "CREATE INDEX audit_records_evaluated ON audit_records (evaluated_us)",
+        "CREATE INDEX audit_records_policy_version ON audit_records (policy_version)",
+        "CREATE INDEX audit_records_trace ON audit_records (trace_id)",
+        "CREATE INDEX audit_records_kind ON audit_records (kind)",
+    ),
+}
+SCHEMA_VERSION = max(_MIGRATIONS)
+APPEND_LOCK = lock_key("audit_records")
+_ENTRIES = f"SELECT sequence, {', '.join(COLUMNS)}, hash, body FROM audit_records"
+_INSERT = (
+    f"INSERT INTO audit_records (sequence, {', '.join(COLUMNS)}, hash, body) VALUES ({', '.join(['%s'] * (len(COLUMNS) + 3))})"
+)
+_LISTED = "EXISTS (SELECT 1 FROM jsonb_array_elements_text(audit_records.blocking_systems::jsonb) AS listed(name) WHERE name = ?)"
+_STATS_COLUMNS = "decision, blocking_systems, override_applied, decision_time_ms, evaluated_us"
+_FETCH = 500  # rows a reading cursor fetches at a time
+
+
+class PostgresAuditLog(LogFile):
+    """The audit log in PostgreSQL; `path` is the URL without its password.
+
+    `timeout` bounds how long an append waits for other writers (the advisory lock) and for a
+    pooled connection. Opening for appending creates or migrates the schema; `mode="read"` needs
+    it there already and never writes.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        mode: Mode = "append",
+        timeout: float = DEFAULT_TIMEOUT,
+        pool_size: int | None = None,
+    ):
+        if mode not in ("append", "read"):
+            raise ValueError(f"mode must be `append` or `read`, got `{mode}`")
+        self.path = redact(url)
+        self._clock = clock
+        self._mode = mode
+        self._timeout = timeout
+
+        def prepare(conn: Any) -> None:
+            applied_at = now_iso(clock, self.path) if mode == "append" else None
+            migrate(
+                conn, table=SCHEMA_TABLE, migrations=_MIGRATIONS, create=mode == "append", fail=self._fail, applied_at=applied_at
+            )
+
+        sizing = {"pool_size": pool_size} if pool_size else {}
+        self._db = Database(url, error=AuditError, prepare=prepare, timeout=timeout, **sizing)
+
+    def _fail(self, problem: str) -> AuditError:
+        return AuditError(f"{self.path}: not a usable audit log: {problem}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def probe(self) -> dict[str, Any]:
+        """Reachable: a pooled connection finds the table; writable: opened for appending, and a
+        writable transaction finds the end of the chain intact (nothing is written)."""
+        return self._db.probe("audit_records", writable=self._mode == "append", check=self._chain_end)
+
+    # -- writing
+
+    def _append(self, batch: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        if self._mode == "read":
+            raise AuditError(f"{self.path}: the audit log was opened read-only")
+        import psycopg
+
+        with self._db.transaction("write the audit log") as conn:
+            # lock_timeout bounds the wait for the advisory lock: other writers' appends
+            conn.execute(f"SET LOCAL lock_timeout = '{int(self._timeout * 1000)}ms'")
+            try:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
+            except psycopg.errors.LockNotAvailable:
+                raise AuditError(
+                    f"{self.path}: the audit log is locked by another writer (gave up after {self._timeout:g} s)"
+                ) from None
+            sequence, prev_hash = self._chain_end(conn)
+            sealed = seal(batch, sequence, prev_hash, now_iso(self._clock, self.path), self.path)
+            try:
+                with conn.cursor() as cursor:
+                    cursor.executemany(_INSERT, [(s.sequence, *record_columns(s.record), s.hash, s.body) for s in sealed])
+            except psycopg.errors.UniqueViolation as exc:
+                if "decision_id" not in str(exc):
+                    raise
+                ids = ", ".join(f"`{record['decision_id']}`" for record in batch)
+                raise AuditError(f"{self.path}: a decision id of this batch is already in the audit log ({ids})") from None
+        return [s.stored for s in sealed]
+
+    def _chain_end(self, conn: Any) -> tuple[int, str]:
+        """The sequence and hash the next record chains onto, once the last record has been
+        checked against its content and the record before it."""
+        row = conn.execute(f"{_ENTRIES} ORDER BY sequence DESC LIMIT 1").fetchone()
+        if row is None:
+            return 0, GENESIS_HASH
+        (last,) = row_entries([row], COLUMNS)
+        near = conn.execute(
+            "SELECT sequence, hash FROM audit_records WHERE sequence < %s ORDER BY sequence DESC LIMIT 1", (row[0],)
+        ).fetchone()
+        before = ChainEntry(near[0], None, None, near[1], None, None) if near else None
+        broken = link_problem(before, last)
+        if broken:
+            raise AuditError(
+                f"{self.path}: the audit chain is broken at its end: {broken}: nothing was appended: run `protect audit verify`"
+            )
+        return last.sequence, last.hash or ""
+
+    # -- reading
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every record, all kinds, in sequence order."""
+        return self.query()
+
+    def query(self, where: RecordFilter = ALL_RECORDS) -> Iterator[dict[str, Any]]:
+        """The records that match `where`, in sequence order."""
+        clause, params = where_clause(where, "kind", mark="%s", listed=_LISTED)
+        return self._select("body, hash, sequence", clause, params, lambda row: load_body(row[0], row[1], row[2], self.path))
+
+    def stats(self, where: RecordFilter = ALL_RECORDS) -> dict[str, Any]:
+        """Counts, rates, denials per protection, p50/p99 decision time, overall and per day, of
+        the decisions that match `where` (records of other kinds are not decisions)."""
+        clause, params = where_clause(where.decisions_only(), "kind", mark="%s", listed=_LISTED)
+        rows = self._select(_STATS_COLUMNS, clause, params, lambda row: (row[0], json_list(row[1]), bool(row[2]), row[3], row[4]))
+        return summarise(rows)
+
+    def find(self, decision_id: str) -> dict[str, Any] | None:
+        """The decision record with this id, or None; AuditError if it does not link to its
+        neighbours in the chain."""
+        with self._db.transaction("read the audit log") as conn:
+            row = conn.execute(f"{_ENTRIES} WHERE decision_id = %s", (decision_id,)).fetchone()
+            if row is None:
+                return None
+            near = conn.execute(f"{_ENTRIES} WHERE sequence IN (%s, %s) ORDER BY sequence", (row[0] - 1, row[0] + 1)).fetchall()
+        entry, before, after = (*row_entries([row], COLUMNS), None, None)
+        for neighbour in row_entries(near, COLUMNS):
+            if neighbour.sequence < entry.sequence:
+                before = neighbour
+            else:
+                after = neighbour
+        problem = link_problem(before, entry, after)
+        if problem:
+            raise AuditError(
+                f"{self.path}: the record of decision `{decision_id}` fails the chain check: {problem}: run `protect audit verify`"
+            )
+        return load_body(row[-1], row[-2], row[0], self.path)
+
+    def verify(self) -> VerifyResult:
+        """Check every record's hash, sequence, link and indexed columns (see the package docstring)."""
+        rows = self._select(f"sequence, {', '.join(COLUMNS)}, hash, body", "", [], tuple)
+        return verify_entries(row_entries(rows, COLUMNS))
+
+    def _select(self, columns: str, where: str, params: list[Any], convert: Callable[[Any], Any]) -> Iterator[Any]:
+        """Rows streamed through a server-side cursor, in one transaction (one snapshot)."""
+        sql = f"SELECT {columns} FROM audit_records {where} ORDER BY sequence"
+
+        def rows() -> Iterator[Any]:
+            with self._db.transaction("read the audit log") as conn, conn.cursor(name="audit_read") as cursor:
+                cursor.itersize = _FETCH
+                cursor.execute(sql, params)
+                for row in cursor:
+                    yield convert(row)
+
+        return rows()
