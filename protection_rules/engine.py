@@ -37,18 +37,19 @@ from .policy import Policy, load_policy
 from .protections import Context
 from .recording import Recorder, wall_clock
 from .resources import default_policy_path
-from .state import StateStore
+from .state import StateStore, open_state
 from .timestamps import format_instant
 
 if TYPE_CHECKING:
     from .audit import AuditSink
 
 
-def open_default_audit() -> AuditSink:
-    """The audit log at `$PROTECT_AUDIT`, else the default path; an unopenable one denies all."""
+def open_default_audit(target: str | Path | None = None) -> AuditSink:
+    """The audit log at `target` (a path or postgresql:// URL), else `$PROTECT_AUDIT`, else the
+    default path; an unopenable one denies all."""
     from .audit import UnwritableAudit, open_audit
 
-    target = os.environ.get(AUDIT_ENV) or default_audit_path()
+    target = target or os.environ.get(AUDIT_ENV) or default_audit_path()
     try:
         return open_audit(target)
     except AuditError as exc:
@@ -76,7 +77,8 @@ class Engine:
     requests without a `state` object read the asset's state from it. Every decision is
     recorded in the audit trail before it is returned, and one that cannot be recorded is a
     deny: by default in `$PROTECT_AUDIT` or the default audit log (see paths.py); pass
-    `audit=None` to record nothing, or a sink of your own.
+    `audit=None` to record nothing, or a sink of your own. `state` and `audit` also take a path
+    or a `postgresql://` URL, opened (`open_state`, `open_audit`) and closed by the engine.
 
     `reload(path)` swaps in another policy while the engine runs; each call that decides
     takes the policy in force once, so its decisions are made wholly under one policy.
@@ -87,14 +89,17 @@ class Engine:
         self,
         compiled: CompiledPolicy,
         *,
-        state: StateStore | None = None,
-        audit: AuditSink | None = DEFAULT_AUDIT,
+        state: StateStore | str | Path | None = None,
+        audit: AuditSink | str | Path | None = DEFAULT_AUDIT,
         new_id: Callable[[], str] | None = None,
         clock: Callable[[], int] = wall_clock,
     ):
-        self.state = state
-        self.audit = open_default_audit() if audit is DEFAULT_AUDIT else audit
-        self._owns_audit = audit is DEFAULT_AUDIT
+        self._owns_state = isinstance(state, (str, Path))
+        self.state = open_state(state) if isinstance(state, (str, Path)) else state
+        self._owns_audit = audit is DEFAULT_AUDIT or isinstance(audit, (str, Path))
+        if self._owns_audit:
+            audit = open_default_audit(audit if isinstance(audit, (str, Path)) else None)
+        self.audit = audit
         self._clock = clock  # epoch microseconds: recording checks it, metrics stamp errors; never a decision
         self._issued = IssuedDecisions() if self.audit is None else None
         prepare_request_validation()  # compile once here, not inside the first decision's time
@@ -120,9 +125,11 @@ class Engine:
         return cls(compile_policy(policy), **options)
 
     def close(self) -> None:
-        """Close the audit log this engine opened itself (sinks passed in stay the caller's)."""
+        """Close the audit log and state store this engine opened itself (those passed in stay the caller's)."""
         if self._owns_audit and self.audit is not None:
             self.audit.close()
+        if self._owns_state and self.state is not None:
+            self.state.close()
 
     def __enter__(self) -> Engine:
         return self
