@@ -43,7 +43,10 @@ def database_url(target: str | Path | None) -> str | None:
 
 
 def redact(url: str) -> str:
-    """The URL with any password (in the user part or the query) replaced by `***`."""
+    """The URL with any password (in the user part or the query) replaced by `***`; a file path
+    is returned as it is."""
+    if not _URL.match(url):
+        return url
     try:
         parts = urlsplit(url)
     except ValueError:

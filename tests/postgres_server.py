@@ -78,12 +78,17 @@ class PostgresServer:
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(
                 f"listen_addresses = ''\nunix_socket_directories = '{self.folder}'\n"
-                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n"
+                "fsync = off\nfull_page_writes = off\nmax_connections = 200\n"
             )
         (self.data / "pg_hba.conf").write_text(f"local all {SECURED_ROLE} scram-sha-256\nlocal all all trust\n")
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "server.log"), "-w", "-t", "60", "start")
         self._started = True
         self.execute(f"CREATE ROLE {SECURED_ROLE} LOGIN PASSWORD '{SECURED_PASSWORD}'")
+
+    def restart(self) -> None:
+        """Stop at once (as a crash would) and start again: every open connection is cut."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "server.log"), "-w", "-t", "60", "start")
 
     def stop(self) -> None:
         try:

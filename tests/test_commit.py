@@ -56,9 +56,10 @@ FORGERIES = {
 }
 
 
-@pytest.fixture(params=["audit.sqlite", "audit.jsonl"])
+@pytest.fixture(params=["audit.sqlite", "audit.jsonl", "postgres"])
 def audited(request, tmp_path):
-    sink = open_audit(tmp_path / request.param)
+    target = request.getfixturevalue("postgres_url") if request.param == "postgres" else tmp_path / request.param
+    sink = open_audit(target)
     store = MemoryStateStore()
     yield Engine.from_policy(state=store, audit=sink), store
     sink.close()
