@@ -341,3 +341,14 @@ def _rows(url: str, sql: str) -> list[tuple]:
 
     with psycopg.connect(url) as conn:
         return conn.execute(sql).fetchall()
+
+
+def test_a_request_carrying_nul_characters_is_recorded_and_verifies(postgres_url):
+    """PostgreSQL text cannot hold NUL; an invalid request may: it is still recorded (a deny for
+    the request, not an audit error) and the chain verifies."""
+    with Engine.from_policy(audit=postgres_url) as engine:
+        decision = engine.evaluate({"asset": "A\x00B", "action": "close\x00", "current_date": NOW})
+    assert not decision.approved and "audit-error" not in [error.code for error in decision.errors]
+    with open_audit(postgres_url, mode="read") as log:
+        (record,) = log.records()
+        assert record["request"]["asset"] == "A\x00B" and log.verify().ok

@@ -68,6 +68,12 @@ _STATS_COLUMNS = "decision, blocking_systems, override_applied, decision_time_ms
 _FETCH = 500  # rows a reading cursor fetches at a time
 
 
+def stored_columns(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The indexed copies as PostgreSQL stores them: its text cannot hold NUL, which an invalid
+    request may carry (the body keeps it, escaped by canonical JSON); `verify` compares these."""
+    return tuple(value.replace("\x00", "\ufffd") if isinstance(value, str) else value for value in record_columns(record))
+
+
 class PostgresAuditLog(LogFile):
     """The audit log in PostgreSQL; `path` is the URL without its password.
 
@@ -132,7 +138,7 @@ class PostgresAuditLog(LogFile):
             sealed = seal(batch, sequence, prev_hash, now_iso(self._clock, self.path), self.path)
             try:
                 with conn.cursor() as cursor:
-                    cursor.executemany(_INSERT, [(s.sequence, *record_columns(s.record), s.hash, s.body) for s in sealed])
+                    cursor.executemany(_INSERT, [(s.sequence, *stored_columns(s.record), s.hash, s.body) for s in sealed])
             except psycopg.errors.UniqueViolation as exc:
                 if "decision_id" not in str(exc):
                     raise
@@ -146,7 +152,7 @@ class PostgresAuditLog(LogFile):
         row = conn.execute(f"{_ENTRIES} ORDER BY sequence DESC LIMIT 1").fetchone()
         if row is None:
             return 0, GENESIS_HASH
-        (last,) = row_entries([row], COLUMNS)
+        (last,) = row_entries([row], COLUMNS, stored_columns)
         near = conn.execute(
             "SELECT sequence, hash FROM audit_records WHERE sequence < %s ORDER BY sequence DESC LIMIT 1", (row[0],)
         ).fetchone()
@@ -184,8 +190,8 @@ class PostgresAuditLog(LogFile):
             if row is None:
                 return None
             near = conn.execute(f"{_ENTRIES} WHERE sequence IN (%s, %s) ORDER BY sequence", (row[0] - 1, row[0] + 1)).fetchall()
-        entry, before, after = (*row_entries([row], COLUMNS), None, None)
-        for neighbour in row_entries(near, COLUMNS):
+        entry, before, after = (*row_entries([row], COLUMNS, stored_columns), None, None)
+        for neighbour in row_entries(near, COLUMNS, stored_columns):
             if neighbour.sequence < entry.sequence:
                 before = neighbour
             else:
@@ -200,7 +206,7 @@ class PostgresAuditLog(LogFile):
     def verify(self) -> VerifyResult:
         """Check every record's hash, sequence, link and indexed columns (see the package docstring)."""
         rows = self._select(f"sequence, {', '.join(COLUMNS)}, hash, body", "", [], tuple)
-        return verify_entries(row_entries(rows, COLUMNS))
+        return verify_entries(row_entries(rows, COLUMNS, stored_columns))
 
     def _select(self, columns: str, where: str, params: list[Any], convert: Callable[[Any], Any]) -> Iterator[Any]:
         """Rows streamed through a server-side cursor, in one transaction (one snapshot)."""

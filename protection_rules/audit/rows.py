@@ -5,7 +5,7 @@ the record filter as SQL."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..canonical import canonical_json, sha256_hex
@@ -40,7 +40,11 @@ COLUMNS = ("kind", *V1_COLUMNS)
 SQLITE_LISTED = "EXISTS (SELECT 1 FROM json_each(audit_records.blocking_systems) WHERE value = ?)"
 
 
-def row_entries(rows: Iterable[tuple[Any, ...]], names: Sequence[str]) -> Iterator[ChainEntry]:
+def row_entries(
+    rows: Iterable[tuple[Any, ...]],
+    names: Sequence[str],
+    columns_of: Callable[[Mapping[str, Any]], tuple[Any, ...]] | None = None,
+) -> Iterator[ChainEntry]:
     """Stored rows (sequence, the columns `names`, hash, body) as the chain checks see them,
     with the columns checked against the body."""
     for row in rows:
@@ -57,7 +61,7 @@ def row_entries(rows: Iterable[tuple[Any, ...]], names: Sequence[str]) -> Iterat
             problem = "the hash does not match the record's content (the record was changed)"
         if problem is None:
             try:
-                expected = record_columns(record)[len(COLUMNS) - len(names) :]
+                expected = (columns_of or record_columns)(record)[len(COLUMNS) - len(names) :]
             except (KeyError, TypeError, ValueError, AttributeError):
                 problem = "the stored body lacks audit fields (the record was changed)"
             else:
