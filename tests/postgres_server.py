@@ -3,8 +3,8 @@ unix socket in that folder, stopped and deleted at the end of the session (conft
 `postgres_server` fixture).
 
 Run as root (CI, this machine), the server runs as the `postgres` user (PostgreSQL refuses to
-run as root). The binaries are looked up in `$PROTECT_PG_BINDIR`, the distribution's
-/usr/lib/postgresql/<version>/bin, then PATH and `pg_config --bindir`.
+run as root). The binaries are looked up in `$PROTECT_PG_BINDIR` (only there, when it is set),
+else the distribution's /usr/lib/postgresql/<version>/bin, then PATH and `pg_config --bindir`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import glob
 import itertools
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import tempfile
@@ -29,18 +30,28 @@ class Unavailable(Exception):
 
 def find_bindir() -> Path:
     candidates = []
-    if os.environ.get("PROTECT_PG_BINDIR"):
+    if os.environ.get("PROTECT_PG_BINDIR"):  # when set, the only place looked at
         candidates.append(os.environ["PROTECT_PG_BINDIR"])
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True)
+    else:
+        candidates += _installed()
+    for candidate in candidates:
+        if candidate and all((Path(candidate) / name).is_file() for name in ("initdb", "pg_ctl", "postgres")):
+            return Path(candidate)
+    where = os.environ.get("PROTECT_PG_BINDIR") or "/usr/lib/postgresql/*/bin, PATH or pg_config --bindir"
+    raise Unavailable(f"PostgreSQL server binaries (initdb, pg_ctl, postgres) not found in {where}: install `postgresql`")
+
+
+def _installed() -> list[str]:
+    def version(path: str) -> list[int]:
+        return [int(n) for n in re.findall(r"\d+", Path(path).parent.name)]
+
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True)
     if shutil.which("initdb"):
         candidates.append(str(Path(shutil.which("initdb") or "").parent))
     if shutil.which("pg_config"):
         found = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=False)
         candidates.append(found.stdout.strip())
-    for candidate in candidates:
-        if candidate and all((Path(candidate) / name).is_file() for name in ("initdb", "pg_ctl", "postgres")):
-            return Path(candidate)
-    raise Unavailable("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found: install the `postgresql` package")
+    return candidates
 
 
 class PostgresServer:
