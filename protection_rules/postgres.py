@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ProtectionRulesError, UsageError
-from .probing import probe_result
+from .probing import PROBE_TIMEOUT, probe_result
 
 SCHEMES = ("postgresql", "postgres")
 CONNECT_TIMEOUT = 10  # seconds libpq waits for a server before giving up (fail fast: a deny)
@@ -122,31 +122,32 @@ class Database:
         self._pool.open(wait=False)
 
     @contextmanager
-    def transaction(self, doing: str) -> Iterator[Any]:
+    def transaction(self, doing: str, *, wait: float | None = None) -> Iterator[Any]:
         """A connection in one transaction: committed at the end of the block, rolled back on
-        any error; a database failure is raised as the typed error ("cannot `doing`")."""
+        any error; a database failure is raised as the typed error ("cannot `doing`"). `wait`
+        (default: the pool's timeout) bounds the wait for a connection."""
         import psycopg
         from psycopg_pool import PoolTimeout
 
         if self._pool is None:
             raise self._error(f"{self._label}: closed")
+        wait = self._timeout if wait is None else wait
         try:
-            with self._pool.connection(timeout=self._timeout) as conn, conn.transaction():
+            with self._pool.connection(timeout=wait) as conn, conn.transaction():
                 yield conn
         except PoolTimeout:
-            raise self._error(
-                f"{self._label}: cannot {doing}: no connection to the database within {self._timeout:g} s"
-            ) from None
+            raise self._error(f"{self._label}: cannot {doing}: no connection to the database within {wait:g} s") from None
         except psycopg.Error as exc:
             raise self.failure(exc, doing) from None
 
     def probe(self, table: str, *, writable: bool, check: Callable[[Any], object] | None = None) -> dict[str, Any]:
-        """Health (probing.py): reachable when a pooled connection finds `table`; writable when
-        the transaction may write (a hot standby's may not) and `check` passes; nothing is written."""
+        """Health (probing.py): reachable when a pooled connection (waited for at most
+        PROBE_TIMEOUT) finds `table`; writable when the transaction may write (a hot standby's
+        may not) and `check` passes; nothing is written."""
         import psycopg
 
         try:
-            with self.transaction("read") as conn:
+            with self.transaction("read", wait=PROBE_TIMEOUT) as conn:
                 (exists,) = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
                 if not exists:
                     return probe_result(False, False, f"{self._label}: the {table} table is gone")

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -352,3 +354,18 @@ def test_a_request_carrying_nul_characters_is_recorded_and_verifies(postgres_url
     with open_audit(postgres_url, mode="read") as log:
         (record,) = log.records()
         assert record["request"]["asset"] == "A\x00B" and log.verify().ok
+
+
+@pytest.mark.parametrize("opener", [open_state, open_audit], ids=["state", "audit"])
+def test_health_answers_soon_that_a_database_gone_after_opening_is_unreachable(postgres_server, postgres_url, opener):
+    """The probe waits PROBE_TIMEOUT (1 s) for a connection, not the pool's 10-30 s, and says why."""
+    backend = opener(postgres_url)
+    try:
+        postgres_server.execute(f"DROP DATABASE {urlsplit(postgres_url).path.lstrip('/')} WITH (FORCE)")
+        started = time.monotonic()
+        health = backend.probe()
+        assert time.monotonic() - started < 5
+        assert (health["reachable"], health["writable"]) == (False, False)
+        assert health["problem"].startswith(("state store " + postgres_url, postgres_url))
+    finally:
+        backend.close()
