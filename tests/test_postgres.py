@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,6 +38,26 @@ DOWN = "postgresql://rebalancer:Down-Pa55word@127.0.0.1:1/protect"
 
 def run(*args: str):
     return CliRunner().invoke(cli, list(args))
+
+
+def together(work: Callable[..., object], arguments: list[tuple]) -> list[BaseException]:
+    """Run `work(*args)` in one thread per `args`, released at once; what the threads raised."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(arguments))
+
+    def run_one(*args: Any) -> None:
+        try:
+            barrier.wait()
+            work(*args)
+        except BaseException as exc:  # surfaced by the caller: a thread cannot fail the test itself
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run_one, args=args) for args in arguments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
 
 
 # ------------------------------------------------------------------------------ the URL
@@ -189,24 +210,14 @@ def test_several_sinks_on_several_connections_write_one_chain(postgres_url):
     """Four sinks (four pools, as four hosts would have), two threads each, decisions in batches
     and corrections interleaved: the chain holds exactly what was written and verifies."""
     sinks = [open_audit(postgres_url) for _ in range(4)]
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(8)
 
     def work(sink: Any, worker: int) -> None:
-        try:
-            barrier.wait()
-            for n in range(25):
-                sink.append([make_record(f"w{worker}-{n}-a"), make_record(f"w{worker}-{n}-b")])
-                if n % 5 == 0:
-                    sink.append_event("state_correction", CORRECTION)
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
+        for n in range(25):
+            sink.append([make_record(f"w{worker}-{n}-a"), make_record(f"w{worker}-{n}-b")])
+            if n % 5 == 0:
+                sink.append_event("state_correction", CORRECTION)
 
-    threads = [threading.Thread(target=work, args=(sinks[worker % 4], worker)) for worker in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = together(work, [(sinks[worker % 4], worker) for worker in range(8)])
     for sink in sinks:
         sink.close()
     assert errors == []
@@ -256,22 +267,8 @@ def test_a_writer_waiting_past_the_timeout_gives_up_with_an_audit_error(postgres
 def test_a_decision_committed_from_two_connections_at_once_applies_once(postgres_url):
     stores = [open_state(postgres_url), open_state(postgres_url)]
     changes = [StateChange(type="override_used", asset="NVDA", at=at(NOW))]
-    barrier = threading.Barrier(8)
     results: list[bool] = []
-    errors: list[BaseException] = []
-
-    def commit(store: Any) -> None:
-        try:
-            barrier.wait()
-            results.append(store.apply(changes, "decision-1"))
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=commit, args=(stores[n % 2],)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = together(lambda store: results.append(store.apply(changes, "decision-1")), [(stores[n % 2],) for n in range(8)])
     for store in stores:
         store.close()
     assert errors == []

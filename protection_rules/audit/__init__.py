@@ -75,7 +75,7 @@ A decision that was written whole but whose process died before returning it sta
 Every failure to open, read or write raises `AuditError` (exit code 4) naming the file (or URL).
 
 Modules: `chain` (kinds, canonical JSON, hashing, sealing, whole-chain and end-of-chain checks),
-`query` (`RecordFilter`, stats), `rows` (the row layout of the SQL backends), `sqlite`,
+`query` (`RecordFilter`, stats), `sql` (the row layout and the reading the SQL backends share), `sqlite`,
 `postgres` and `jsonl` (the backends), `base` (the `AuditSink`
 protocol, the checks on what is appended, file plumbing). The backends share those modules' public names and nothing else.
 """

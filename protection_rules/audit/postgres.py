@@ -6,7 +6,7 @@ transaction-level advisory lock (`pg_advisory_xact_lock`, released by the commit
 then checks the end of the chain, seals the batch onto it and inserts it. The table backs that
 up with constraints: `sequence` is the primary key and `prev_hash` is unique, so two records can
 never chain onto the same predecessor even if a writer skipped the lock; `decision_id` is unique.
-Rows have the SQLite layout (audit/rows.py: the canonical body as TEXT, its hash, indexed copies
+Rows have the SQLite layout (audit/sql.py: the canonical body as TEXT, its hash, indexed copies
 of its fields), in a schema versioned in `audit_schema_version`.
 """
 
@@ -18,10 +18,9 @@ from typing import Any
 
 from ..errors import AuditError
 from ..postgres import Database, lock_key, migrate, redact
-from .base import DEFAULT_TIMEOUT, LogFile, Mode
-from .chain import GENESIS_HASH, ChainEntry, VerifyResult, link_problem, now_iso, seal, verify_entries
-from .query import ALL_RECORDS, RecordFilter, summarise
-from .rows import COLUMNS, json_list, load_body, record_columns, row_entries, where_clause
+from .base import DEFAULT_TIMEOUT, Mode
+from .chain import now_iso, seal
+from .sql import COLUMNS, INDEXES, SqlLog, record_columns
 
 SCHEMA_TABLE = "audit_schema_version"
 _MIGRATIONS = {
@@ -49,22 +48,16 @@ _MIGRATIONS = {
             CHECK (kind <> 'decision' OR (decision_id IS NOT NULL AND decision IS NOT NULL
                    AND blocking_systems IS NOT NULL AND override_applied IS NOT NULL))
         )""",
-        "CREATE INDEX audit_records_asset ON audit_records (asset, evaluated_us)",
-        "CREATE INDEX audit_records_decision ON audit_records (decision)",
-        "CREATE INDEX audit_records_evaluated ON audit_records (evaluated_us)",
-        "CREATE INDEX audit_records_policy_version ON audit_records (policy_version)",
-        "CREATE INDEX audit_records_trace ON audit_records (trace_id)",
+        *INDEXES,
         "CREATE INDEX audit_records_kind ON audit_records (kind)",
     ),
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 APPEND_LOCK = lock_key("audit_records")
-_ENTRIES = f"SELECT sequence, {', '.join(COLUMNS)}, hash, body FROM audit_records"
 _INSERT = (
     f"INSERT INTO audit_records (sequence, {', '.join(COLUMNS)}, hash, body) VALUES ({', '.join(['%s'] * (len(COLUMNS) + 3))})"
 )
 _LISTED = "EXISTS (SELECT 1 FROM jsonb_array_elements_text(audit_records.blocking_systems::jsonb) AS listed(name) WHERE name = ?)"
-_STATS_COLUMNS = "decision, blocking_systems, override_applied, decision_time_ms, evaluated_us"
 _FETCH = 500  # rows a reading cursor fetches at a time
 
 
@@ -74,13 +67,16 @@ def stored_columns(record: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(value.replace("\x00", "\ufffd") if isinstance(value, str) else value for value in record_columns(record))
 
 
-class PostgresAuditLog(LogFile):
+class PostgresAuditLog(SqlLog):
     """The audit log in PostgreSQL; `path` is the URL without its password.
 
     `timeout` bounds how long an append waits for other writers (the advisory lock) and for a
     pooled connection. Opening for appending creates or migrates the schema; `mode="read"` needs
     it there already and never writes.
     """
+
+    mark = "%s"
+    listed = _LISTED
 
     def __init__(
         self,
@@ -146,67 +142,15 @@ class PostgresAuditLog(LogFile):
                 raise AuditError(f"{self.path}: a decision id of this batch is already in the audit log ({ids})") from None
         return [s.stored for s in sealed]
 
-    def _chain_end(self, conn: Any) -> tuple[int, str]:
-        """The sequence and hash the next record chains onto, once the last record has been
-        checked against its content and the record before it."""
-        row = conn.execute(f"{_ENTRIES} ORDER BY sequence DESC LIMIT 1").fetchone()
-        if row is None:
-            return 0, GENESIS_HASH
-        (last,) = row_entries([row], COLUMNS, stored_columns)
-        near = conn.execute(
-            "SELECT sequence, hash FROM audit_records WHERE sequence < %s ORDER BY sequence DESC LIMIT 1", (row[0],)
-        ).fetchone()
-        before = ChainEntry(near[0], None, None, near[1], None, None) if near else None
-        broken = link_problem(before, last)
-        if broken:
-            raise AuditError(
-                f"{self.path}: the audit chain is broken at its end: {broken}: nothing was appended: run `protect audit verify`"
-            )
-        return last.sequence, last.hash or ""
+    def _columns_of(self, record: Mapping[str, Any]) -> tuple[Any, ...]:
+        return stored_columns(record)
 
     # -- reading
 
-    def records(self) -> Iterator[dict[str, Any]]:
-        """Every record, all kinds, in sequence order."""
-        return self.query()
-
-    def query(self, where: RecordFilter = ALL_RECORDS) -> Iterator[dict[str, Any]]:
-        """The records that match `where`, in sequence order."""
-        clause, params = where_clause(where, "kind", mark="%s", listed=_LISTED)
-        return self._select("body, hash, sequence", clause, params, lambda row: load_body(row[0], row[1], row[2], self.path))
-
-    def stats(self, where: RecordFilter = ALL_RECORDS) -> dict[str, Any]:
-        """Counts, rates, denials per protection, p50/p99 decision time, overall and per day, of
-        the decisions that match `where` (records of other kinds are not decisions)."""
-        clause, params = where_clause(where.decisions_only(), "kind", mark="%s", listed=_LISTED)
-        rows = self._select(_STATS_COLUMNS, clause, params, lambda row: (row[0], json_list(row[1]), bool(row[2]), row[3], row[4]))
-        return summarise(rows)
-
-    def find(self, decision_id: str) -> dict[str, Any] | None:
-        """The decision record with this id, or None; AuditError if it does not link to its
-        neighbours in the chain."""
+    def _read(self, work: Callable[[Any], Any]) -> Any:
+        """Run `work` on a pooled connection in one read transaction (one snapshot)."""
         with self._db.transaction("read the audit log") as conn:
-            row = conn.execute(f"{_ENTRIES} WHERE decision_id = %s", (decision_id,)).fetchone()
-            if row is None:
-                return None
-            near = conn.execute(f"{_ENTRIES} WHERE sequence IN (%s, %s) ORDER BY sequence", (row[0] - 1, row[0] + 1)).fetchall()
-        entry, before, after = (*row_entries([row], COLUMNS, stored_columns), None, None)
-        for neighbour in row_entries(near, COLUMNS, stored_columns):
-            if neighbour.sequence < entry.sequence:
-                before = neighbour
-            else:
-                after = neighbour
-        problem = link_problem(before, entry, after)
-        if problem:
-            raise AuditError(
-                f"{self.path}: the record of decision `{decision_id}` fails the chain check: {problem}: run `protect audit verify`"
-            )
-        return load_body(row[-1], row[-2], row[0], self.path)
-
-    def verify(self) -> VerifyResult:
-        """Check every record's hash, sequence, link and indexed columns (see the package docstring)."""
-        rows = self._select(f"sequence, {', '.join(COLUMNS)}, hash, body", "", [], tuple)
-        return verify_entries(row_entries(rows, COLUMNS, stored_columns))
+            return work(conn)
 
     def _select(self, columns: str, where: str, params: list[Any], convert: Callable[[Any], Any]) -> Iterator[Any]:
         """Rows streamed through a server-side cursor, in one transaction (one snapshot)."""

@@ -13,28 +13,15 @@ from typing import Any
 
 from ..errors import AuditError
 from ..probing import probe_result, probe_sqlite
-from .base import DEFAULT_TIMEOUT, LogFile, Mode, make_parent
+from .base import DEFAULT_TIMEOUT, Mode, make_parent
 from .chain import (
-    GENESIS_HASH,
-    ChainEntry,
-    VerifyResult,
-    link_problem,
     now_iso,
     seal,
-    verify_entries,
 )
-from .query import ALL_RECORDS, RecordFilter, summarise
-from .rows import COLUMNS, V1_COLUMNS, json_list, load_body, record_columns, row_entries, where_clause
+from .sql import COLUMNS, INDEXES, V1_COLUMNS, SqlLog, record_columns
 
 SCHEMA_VERSION = 2
 
-_INDEXES = (
-    "CREATE INDEX audit_records_asset ON audit_records (asset, evaluated_us)",
-    "CREATE INDEX audit_records_decision ON audit_records (decision)",
-    "CREATE INDEX audit_records_evaluated ON audit_records (evaluated_us)",
-    "CREATE INDEX audit_records_policy_version ON audit_records (policy_version)",
-    "CREATE INDEX audit_records_trace ON audit_records (trace_id)",
-)
 
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -58,7 +45,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             hash TEXT NOT NULL,
             body TEXT NOT NULL
         )""",
-        *_INDEXES,
+        *INDEXES,
     ),
     # Records of other kinds: the table is rebuilt (SQLite cannot drop a NOT NULL) with `kind`
     # and the decision-only columns nullable; a decision still needs them, and its id stays
@@ -91,16 +78,15 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             SELECT sequence, 'decision', {", ".join(V1_COLUMNS)}, hash, body FROM audit_records""",
         "DROP TABLE audit_records",
         "ALTER TABLE audit_records_v2 RENAME TO audit_records",
-        *_INDEXES,
+        *INDEXES,
         "CREATE INDEX audit_records_kind ON audit_records (kind)",
     ),
 }
 _TABLES = {"schema_version", "audit_records"}
 _INSERT = f"INSERT INTO audit_records (sequence, {', '.join(COLUMNS)}, hash, body) VALUES ({', '.join('?' * (len(COLUMNS) + 3))})"
-_STATS_COLUMNS = "decision, blocking_systems, override_applied, decision_time_ms, evaluated_us"
 
 
-class SqliteAuditLog(LogFile):
+class SqliteAuditLog(SqlLog):
     """The default sink: an embedded SQLite audit log (see the package docstring).
 
     Opening for appending migrates an older schema in place; a read-only open reads version 1
@@ -182,80 +168,7 @@ class SqliteAuditLog(LogFile):
                 raise
         return [s.stored for s in sealed]
 
-    def _chain_end(self, conn: sqlite3.Connection) -> tuple[int, str]:
-        """The sequence and hash the next record chains onto, once the last record has been
-        checked against its content and the record before it."""
-        row = conn.execute(f"{self._select_entries()} ORDER BY sequence DESC LIMIT 1").fetchone()
-        if row is None:
-            return 0, GENESIS_HASH
-        (last,) = row_entries([row], self._columns)
-        # Only the last record's own hash is checked: the one before it only has to be linked to.
-        near = conn.execute(
-            "SELECT sequence, hash FROM audit_records WHERE sequence < ? ORDER BY sequence DESC LIMIT 1", (row[0],)
-        )
-        before = next((ChainEntry(sequence, None, None, hash, None, None) for sequence, hash in near), None)
-        broken = link_problem(before, last)
-        if broken:
-            raise AuditError(
-                f"{self.path}: the audit chain is broken at its end: {broken}: nothing was appended: run `protect audit verify`"
-            )
-        return last.sequence, last.hash or ""
-
-    # -- reading
-
-    def records(self) -> Iterator[dict[str, Any]]:
-        """Every record, all kinds, in sequence order."""
-        return self.query()
-
-    def query(self, where: RecordFilter = ALL_RECORDS) -> Iterator[dict[str, Any]]:
-        """The records that match `where`, in sequence order."""
-        clause, params = where_clause(where, self._kind)
-        return self._select("body, hash, sequence", clause, params, lambda row: load_body(row[0], row[1], row[2], self.path))
-
-    def stats(self, where: RecordFilter = ALL_RECORDS) -> dict[str, Any]:
-        """Counts, rates, denials per protection, p50/p99 decision time, overall and per day, of
-        the decisions that match `where` (records of other kinds are not decisions)."""
-        clause, params = where_clause(where.decisions_only(), self._kind)
-        rows = self._select(_STATS_COLUMNS, clause, params, lambda row: (row[0], json_list(row[1]), bool(row[2]), row[3], row[4]))
-        return summarise(rows)
-
-    def find(self, decision_id: str) -> dict[str, Any] | None:
-        """The decision record with this id, or None (by the unique index on decision_id).
-        Raises AuditError if it does not link to its neighbours in the chain."""
-
-        def lookup(conn: sqlite3.Connection) -> tuple[Any, list[Any]] | None:
-            row = conn.execute(f"{self._select_entries()} WHERE decision_id = ?", (decision_id,)).fetchone()
-            if row is None:
-                return None
-            near = conn.execute(f"{self._select_entries()} WHERE sequence IN (?, ?) ORDER BY sequence", (row[0] - 1, row[0] + 1))
-            return row, near.fetchall()
-
-        found = self._read(lookup)
-        if found is None:
-            return None
-        row, near = found
-        entry, before, after = (*row_entries([row], self._columns), None, None)
-        for neighbour in row_entries(near, self._columns):
-            if neighbour.sequence < entry.sequence:
-                before = neighbour
-            else:
-                after = neighbour
-        problem = link_problem(before, entry, after)
-        if problem:
-            raise AuditError(
-                f"{self.path}: the record of decision `{decision_id}` fails the chain check: {problem}: run `protect audit verify`"
-            )
-        return load_body(row[-1], row[-2], row[0], self.path)
-
-    def verify(self) -> VerifyResult:
-        """Check every record's hash, sequence, link and indexed columns (see the package docstring)."""
-        rows = self._select(f"sequence, {', '.join(self._columns)}, hash, body", "", [], tuple)
-        return verify_entries(row_entries(rows, self._columns))
-
     # -- internals
-
-    def _select_entries(self) -> str:
-        return f"SELECT sequence, {', '.join(self._columns)}, hash, body FROM audit_records"
 
     def _connect(self, *, readonly: bool) -> sqlite3.Connection:
         if readonly:

@@ -1,6 +1,7 @@
-"""The row layout both SQL audit backends share (SQLite, PostgreSQL): the indexed copies of
-body fields stored beside each record's canonical body, checking rows against their bodies, and
-the record filter as SQL."""
+"""What the SQL audit backends (SQLite, PostgreSQL) share: the row layout (the indexed copies
+of body fields stored beside each record's canonical body), checking rows against their bodies,
+the record filter as SQL, and `SqlLog`, the reading, finding, verifying and end-of-chain check
+written once over that layout."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from typing import Any
 
 from ..canonical import canonical_json, sha256_hex
 from ..errors import AuditError
-from .chain import ChainEntry, record_instant, record_kind
-from .query import RecordFilter
+from .base import LogFile
+from .chain import GENESIS_HASH, ChainEntry, VerifyResult, link_problem, record_instant, record_kind, verify_entries
+from .query import ALL_RECORDS, RecordFilter, summarise
 
 # The indexed copies of body fields in a version 1 table (decisions only).
 V1_COLUMNS = (
@@ -35,6 +37,15 @@ V1_COLUMNS = (
 # evaluated_at, another record's at), which time filters compare. `verify` recomputes every
 # column from the body.
 COLUMNS = ("kind", *V1_COLUMNS)
+
+# The indexes on the copies (both backends; `kind`'s came later in SQLite, with the column)
+INDEXES = (
+    "CREATE INDEX audit_records_asset ON audit_records (asset, evaluated_us)",
+    "CREATE INDEX audit_records_decision ON audit_records (decision)",
+    "CREATE INDEX audit_records_evaluated ON audit_records (evaluated_us)",
+    "CREATE INDEX audit_records_policy_version ON audit_records (policy_version)",
+    "CREATE INDEX audit_records_trace ON audit_records (trace_id)",
+)
 
 # Whether the `?` is among a row's blocking systems (a JSON list as text), in SQLite's words.
 SQLITE_LISTED = "EXISTS (SELECT 1 FROM json_each(audit_records.blocking_systems) WHERE value = ?)"
@@ -166,3 +177,105 @@ def json_list(text: str) -> list[str]:
     except ValueError:
         return []
     return value if isinstance(value, list) else []
+
+
+_STATS_COLUMNS = "decision, blocking_systems, override_applied, decision_time_ms, evaluated_us"
+
+
+class SqlLog(LogFile):
+    """The methods of an audit log kept in `audit_records` rows. A backend sets its parameter
+    marker (`mark`), its test that a name is in blocking_systems (`listed`), and provides
+    `_select` (rows streamed from one snapshot) and `_read` (work on a connection in one read
+    transaction); `_columns`/`_kind` change for an older layout read as it is."""
+
+    mark = "?"
+    listed = SQLITE_LISTED
+    _columns: Sequence[str] = COLUMNS
+    _kind = "kind"
+
+    def _select(self, columns: str, where: str, params: list[Any], convert: Callable[[Any], Any]) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def _read(self, work: Callable[[Any], Any]) -> Any:
+        raise NotImplementedError
+
+    def _columns_of(self, record: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The indexed copies as this backend stores them."""
+        return record_columns(record)
+
+    def _entries(self, rows: Iterable[tuple[Any, ...]]) -> Iterator[ChainEntry]:
+        return row_entries(rows, self._columns, self._columns_of)
+
+    def _select_entries(self) -> str:
+        return f"SELECT sequence, {', '.join(self._columns)}, hash, body FROM audit_records"
+
+    def _chain_end(self, conn: Any) -> tuple[int, str]:
+        """The sequence and hash the next record chains onto, once the last record has been
+        checked against its content and the record before it."""
+        row = conn.execute(f"{self._select_entries()} ORDER BY sequence DESC LIMIT 1").fetchone()
+        if row is None:
+            return 0, GENESIS_HASH
+        (last,) = self._entries([row])
+        # Only the last record's own hash is checked: the one before it only has to be linked to.
+        near = conn.execute(
+            f"SELECT sequence, hash FROM audit_records WHERE sequence < {self.mark} ORDER BY sequence DESC LIMIT 1", (row[0],)
+        ).fetchone()
+        before = ChainEntry(near[0], None, None, near[1], None, None) if near else None
+        broken = link_problem(before, last)
+        if broken:
+            raise AuditError(
+                f"{self.path}: the audit chain is broken at its end: {broken}: nothing was appended: run `protect audit verify`"
+            )
+        return last.sequence, last.hash or ""
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every record, all kinds, in sequence order."""
+        return self.query()
+
+    def query(self, where: RecordFilter = ALL_RECORDS) -> Iterator[dict[str, Any]]:
+        """The records that match `where`, in sequence order."""
+        clause, params = where_clause(where, self._kind, mark=self.mark, listed=self.listed)
+        return self._select("body, hash, sequence", clause, params, lambda row: load_body(row[0], row[1], row[2], self.path))
+
+    def stats(self, where: RecordFilter = ALL_RECORDS) -> dict[str, Any]:
+        """Counts, rates, denials per protection, p50/p99 decision time, overall and per day, of
+        the decisions that match `where` (records of other kinds are not decisions)."""
+        clause, params = where_clause(where.decisions_only(), self._kind, mark=self.mark, listed=self.listed)
+        rows = self._select(_STATS_COLUMNS, clause, params, lambda row: (row[0], json_list(row[1]), bool(row[2]), row[3], row[4]))
+        return summarise(rows)
+
+    def find(self, decision_id: str) -> dict[str, Any] | None:
+        """The decision record with this id, or None (by the unique index on decision_id).
+        Raises AuditError if it does not link to its neighbours in the chain."""
+        mark = self.mark
+
+        def lookup(conn: Any) -> tuple[Any, list[Any]] | None:
+            row = conn.execute(f"{self._select_entries()} WHERE decision_id = {mark}", (decision_id,)).fetchone()
+            if row is None:
+                return None
+            near = conn.execute(
+                f"{self._select_entries()} WHERE sequence IN ({mark}, {mark}) ORDER BY sequence", (row[0] - 1, row[0] + 1)
+            )
+            return row, near.fetchall()
+
+        found = self._read(lookup)
+        if found is None:
+            return None
+        row, near = found
+        entry, before, after = (*self._entries([row]), None, None)
+        for neighbour in self._entries(near):
+            if neighbour.sequence < entry.sequence:
+                before = neighbour
+            else:
+                after = neighbour
+        problem = link_problem(before, entry, after)
+        if problem:
+            raise AuditError(
+                f"{self.path}: the record of decision `{decision_id}` fails the chain check: {problem}: run `protect audit verify`"
+            )
+        return load_body(row[-1], row[-2], row[0], self.path)
+
+    def verify(self) -> VerifyResult:
+        """Check every record's hash, sequence, link and indexed columns (see the package docstring)."""
+        rows = self._select(f"sequence, {', '.join(self._columns)}, hash, body", "", [], tuple)
+        return verify_entries(self._entries(rows))
