@@ -61,11 +61,11 @@ def redact(url: str) -> str:
 
 
 def _secrets(url: str) -> list[str]:
+    found = re.findall(r"^[^:]+://[^:/@?]*:([^@]*)@", url)  # what urlsplit cannot parse has one too
     try:
-        parts = urlsplit(url)
-        found = [parts.password or ""]
+        found.append(urlsplit(url).password or "")
     except ValueError:
-        found = []
+        pass
     found += re.findall(r"(?i)(?:^|[?&])password=([^&]*)", url)
     return [secret for secret in found if secret]
 
@@ -170,7 +170,7 @@ class Database:
 
     def failure(self, exc: BaseException, doing: str) -> ProtectionRulesError:
         """The typed error for a database failure: one line, no password."""
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = " ".join(str(exc).split()).replace(self._raw, self.url) or type(exc).__name__
         for secret in _secrets(self._raw):
             reason = reason.replace(secret, "***")
         return self._error(f"{self._label}: cannot {doing}: {reason}")

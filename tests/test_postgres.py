@@ -119,6 +119,20 @@ def test_a_server_that_is_down_or_refuses_is_a_typed_error_naming_the_url_withou
     assert "pa55word" not in message.lower() and "\n" not in message
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:Secr3t-pw@[unclosed/db",  # libpq quotes the whole URL back
+        "postgresql://u:Secr3t-pw@127.0.0.1:notaport/db",
+        "postgresql://u@127.0.0.1:1/db?password=Secr3t-pw&sslmode=nonsense",
+    ],
+)
+def test_a_malformed_url_is_a_state_error_that_never_shows_its_password(url):
+    with pytest.raises(StateError) as caught:
+        open_state(url)
+    assert "Secr3t" not in str(caught.value) and str(caught.value).startswith("state store postgresql://")
+
+
 def test_the_right_password_opens_and_the_store_shows_the_url_without_it(postgres_server):
     url = postgres_server.url(user=SECURED_ROLE, password=SECURED_PASSWORD)
     postgres_server.execute(f"GRANT CREATE ON SCHEMA public TO {SECURED_ROLE}")
