@@ -25,7 +25,7 @@ from protection_rules.audit import RecordFilter, open_audit
 from protection_rules.cli import cli
 from protection_rules.errors import EXIT_INTERNAL, AuditError, StateError, UsageError
 from protection_rules.models import StateChange
-from protection_rules.postgres import database_url, redact
+from protection_rules.postgres import database_url, migrate, redact
 from protection_rules.state import open_state
 from protection_rules.timestamps import parse_instant as at
 
@@ -198,6 +198,24 @@ def test_a_newer_schema_version_is_refused(postgres_url, opener, table):
     postgres_sql(postgres_url, f"INSERT INTO {table} (version) VALUES (7)")
     with pytest.raises((StateError, AuditError), match="schema version 7 is newer than this protection-rules supports"):
         opener(postgres_url)
+
+
+def test_migrations_run_in_order_once_when_openers_race(postgres_url):
+    """Processes opening a new database together migrate it once (the advisory lock), and a
+    later release's steps run after the ones already applied."""
+    import psycopg
+
+    steps = {1: ("CREATE TABLE demo (n INTEGER)",), 2: ("ALTER TABLE demo ADD COLUMN m INTEGER",)}
+
+    def open_at(version: int) -> None:
+        with psycopg.connect(postgres_url) as conn:
+            known = {step: sql for step, sql in steps.items() if step <= version}
+            migrate(conn, table="demo_schema_version", migrations=known, create=True, fail=AuditError)
+
+    assert together(open_at, [(1,)] * 4) == []
+    assert together(open_at, [(2,)] * 4) == []
+    assert _rows(postgres_url, "SELECT version FROM demo_schema_version ORDER BY version") == [(1,), (2,)]
+    assert _rows(postgres_url, "SELECT n, m FROM demo") == []  # both columns: step 2 ran
 
 
 @pytest.mark.parametrize(
