@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from .errors import StateError
 from .models import AssetState, CoreDesignation, GraceState, PositionEvent, StateChange
-from .postgres import Database, migrate, redact
+from .postgres import POOL_SIZE, Database, migrate, redact
 from .state import CoreRecord, StoredEvent, check_input
 
 SCHEMA_TABLE = "state_schema_version"
@@ -42,15 +42,13 @@ _EVENTS = "SELECT id, asset, type, at, size FROM state_events WHERE asset = %s O
 class PostgresStateStore:
     """The state store in PostgreSQL; `path` is the URL without its password."""
 
-    def __init__(self, url: str, *, create: bool = True, pool_size: int | None = None):
+    def __init__(self, url: str, *, create: bool = True, pool_size: int = POOL_SIZE):
         self.path = redact(url)
 
         def prepare(conn: Any) -> None:
             migrate(conn, table=SCHEMA_TABLE, migrations=_MIGRATIONS, create=create, fail=self._fail)
 
-        self._db = Database(
-            url, error=StateError, prepare=prepare, prefix="state store ", **({"pool_size": pool_size} if pool_size else {})
-        )
+        self._db = Database(url, error=StateError, prepare=prepare, prefix="state store ", pool_size=pool_size)
 
     def _fail(self, problem: str) -> StateError:
         return StateError(f"state store {self.path}: {problem}")
@@ -114,10 +112,11 @@ class PostgresStateStore:
         return [StoredEvent(*row) for row in self._read(_EVENTS, (asset,))]
 
     def remove_event(self, asset: str, event_id: int) -> StoredEvent | None:
-        rows = self._read(
-            "DELETE FROM state_events WHERE id = %s AND asset = %s RETURNING id, asset, type, at, size", (event_id, asset)
-        )
-        return StoredEvent(*rows[0]) if rows else None
+        with self._db.transaction("write") as conn:
+            row = conn.execute(
+                "DELETE FROM state_events WHERE id = %s AND asset = %s RETURNING id, asset, type, at, size", (event_id, asset)
+            ).fetchone()
+        return StoredEvent(*row) if row else None
 
     def core(self, asset: str) -> CoreRecord | None:
         rows = self._read(f"{_CORE} WHERE asset = %s", (asset,))

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import AuditError
-from ..postgres import Database, lock_key, migrate, redact
+from ..postgres import POOL_SIZE, Database, lock_key, migrate, redact
 from .base import DEFAULT_TIMEOUT, Mode
 from .chain import now_iso, seal
 from .sql import COLUMNS, INDEXES, SqlLog, record_columns
@@ -85,7 +85,7 @@ class PostgresAuditLog(SqlLog):
         clock: Callable[[], float] = time.time,
         mode: Mode = "append",
         timeout: float = DEFAULT_TIMEOUT,
-        pool_size: int | None = None,
+        pool_size: int = POOL_SIZE,
     ):
         if mode not in ("append", "read"):
             raise ValueError(f"mode must be `append` or `read`, got `{mode}`")
@@ -100,8 +100,7 @@ class PostgresAuditLog(SqlLog):
                 conn, table=SCHEMA_TABLE, migrations=_MIGRATIONS, create=mode == "append", fail=self._fail, applied_at=applied_at
             )
 
-        sizing = {"pool_size": pool_size} if pool_size else {}
-        self._db = Database(url, error=AuditError, prepare=prepare, timeout=timeout, **sizing)
+        self._db = Database(url, error=AuditError, prepare=prepare, timeout=timeout, pool_size=pool_size)
 
     def _fail(self, problem: str) -> AuditError:
         return AuditError(f"{self.path}: not a usable audit log: {problem}")
