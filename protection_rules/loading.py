@@ -325,7 +325,7 @@ def load_json(text: str, name: str, *, line: int | None = None) -> Any:
             raise DocumentInvalid([Issue("number-too-large", json_path(p), m, name, line) for p, m in too_large]) from None
         raise DocumentInvalid([Issue("json-syntax", "$", f"json: {exc}", name, line)]) from None
     except RecursionError:
-        raise DocumentInvalid([Issue("json-syntax", "$", "json: nested too deeply", name, line)]) from None
+        raise DocumentInvalid([Issue("json-too-deep", "$", "json: nested too deeply", name, line)]) from None
     # only an escape can make half a character: a text without one is walked no further
     if "\\u" in text and _SURROGATE_ESCAPE.search(text):
         halves = list(_surrogate_paths(data))
