@@ -78,7 +78,7 @@ def batch_requests(data: Any, limits: Limits) -> list[Any] | None:
     requests = data["requests"]
     extra = sorted(set(data) - {"requests"})
     issues = [
-        Issue("schema-additional", f"$.{key}", f"`{key}` is not a field of a batch (only `requests`)", BODY) for key in extra
+        Issue("schema-unknown-field", f"$.{key}", f"`{key}` is not a field of a batch (only `requests`)", BODY) for key in extra
     ]
     if not isinstance(requests, list):
         issues.append(Issue("schema-type", "$.requests", "`requests` must be an array of request objects", BODY))
