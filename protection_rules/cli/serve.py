@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -62,6 +63,14 @@ def _close(resources: list[Any]) -> None:
     for resource in resources:
         if resource is not None:
             resource.close()
+
+
+class _Stopped(Exception):
+    """SIGINT or SIGTERM, as uvicorn passes it on once it has stopped serving."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise _Stopped
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -141,6 +150,7 @@ def serve(
     from uvicorn.supervisors import Multiprocess
 
     sock = listen(host, port)
+    stopping = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         click.echo(f"protect serve: listening on http://{host}:{sock.getsockname()[1]} ({workers} worker(s))", err=True)
         options: dict[str, Any] = {"lifespan": "off", "access_log": access_log, "server_header": False, "log_level": "info"}
@@ -151,6 +161,10 @@ def serve(
             resources = []
             os.environ[WORKER_ENV] = json.dumps(asdict(settings))
             Multiprocess(uvicorn.Config(f"{__name__}:worker_app", factory=True, workers=workers, **options), sockets=[sock]).run()
+    except _Stopped:
+        pass  # uvicorn shut down gracefully, then passed the signal on: a normal end
     finally:
+        for sig, handler in stopping.items():
+            signal.signal(sig, handler)
         sock.close()
         _close(resources)
