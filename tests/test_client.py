@@ -49,14 +49,14 @@ def test_the_calls_do_what_the_engine_does(served):
 
 
 def test_what_the_engine_would_raise_the_client_raises_as_the_same_class(served):
-    url, engine, store, audit = served
+    url, _, store, _ = served
     with Client(url, TOKEN) as client:
         forged = client.evaluate(FAILING).to_dict()
         forged["state_changes"][0]["asset"] = "AAPL"
         with pytest.raises(DecisionInvalid) as caught:
             client.commit(forged)
         assert caught.value.issues[0].code == "decision-differs"
-        with pytest.raises(InputInvalid, match="timestamp-future|after the current time"):
+        with pytest.raises(InputInvalid, match="after the current time"):
             client.record_execution("AAPL", "open", "2999-01-01T00:00:00Z")
         with pytest.raises(TooLarge):
             client.evaluate({**HELD, "reason": "x" * 70_000})
