@@ -44,6 +44,8 @@ def _refusals(tmp_path, tokens):
         "policy invalid": (["--policy", str(tmp_path / "bad.yaml")], {"PROTECT_TOKENS_FILE": tokens}, 3, "`apiVersion` must be"),
         "port taken": (["--port", str(taken.getsockname()[1])], {"PROTECT_TOKENS_FILE": tokens}, 2, "cannot listen on"),
         "host unknown": (["--host", "no-such-host.invalid"], {"PROTECT_TOKENS_FILE": tokens}, 2, "cannot listen on"),
+        "audit trail unusable": (["--audit", str(tmp_path)], {"PROTECT_TOKENS_FILE": tokens}, 4, str(tmp_path)),
+        "tokens option": (["--tokens", str(tmp_path / "short")], {"PROTECT_TOKENS_FILE": tokens}, 3, "at least 16"),
     }
 
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import click
 
-from ..errors import UsageError, os_reason
+from ..audit import UnwritableAudit
+from ..errors import AuditError, UsageError, os_reason
 from .options import audit_path_option, build_engine, open_sink, open_store, policy_option, state_option
 
 # What each worker process builds its app from, when there are several (they are spawned)
@@ -44,6 +45,10 @@ class Settings:
         store = open_store(self.state_path, for_writing=True)  # commits and executions write state
         sink = open_sink(self.audit_path, no_audit=False)
         try:
+            if isinstance(sink, UnwritableAudit):
+                # a command would deny every decision; a service that would is refused at start,
+                # so its supervisor sees it and restarts it once the trail is back
+                raise AuditError(sink.problem)
             engine = build_engine(self.policy_path, state=store, audit=sink)
         except BaseException:
             _close([store, sink])
@@ -102,11 +107,9 @@ def listen(host: str, port: int) -> socket.socket:
 @click.option(
     "--tokens",
     "tokens_path",
-    envvar=TOKENS_ENV,
-    show_envvar=True,
     type=click.Path(dir_okay=False),
     default=None,
-    help="Access tokens, one a line (`sha256:HEX` for a hashed one). Required.",
+    help=f"Access tokens, one a line (`sha256:HEX` for a hashed one). Required. [default: ${TOKENS_ENV}]",
 )
 @click.option(
     "--max-body",
