@@ -42,9 +42,9 @@ def _refusals(tmp_path, tokens):
         "bad tokens file": (["--tokens", str(tmp_path / "short")], {}, 3, "at least 16 characters"),
         "policy missing": (["--policy", str(tmp_path / "none.yaml")], {"PROTECT_TOKENS_FILE": tokens}, 2, "no such file"),
         "policy invalid": (["--policy", str(tmp_path / "bad.yaml")], {"PROTECT_TOKENS_FILE": tokens}, 3, "`apiVersion` must be"),
-        "port taken": (["--port", str(taken.getsockname()[1])], {"PROTECT_TOKENS_FILE": tokens}, 2, "cannot listen on"),
+        "port taken": ([], {"PROTECT_TOKENS_FILE": tokens}, 2, "cannot listen on"),
         "host unknown": (["--host", "no-such-host.invalid"], {"PROTECT_TOKENS_FILE": tokens}, 2, "cannot listen on"),
-        "audit trail unusable": (["--audit", str(tmp_path)], {"PROTECT_TOKENS_FILE": tokens}, 4, str(tmp_path)),
+        "audit trail unusable": (["--audit", str(tmp_path / "bad.yaml")], {"PROTECT_TOKENS_FILE": tokens}, 4, "bad.yaml"),
         "tokens option": (["--tokens", str(tmp_path / "short")], {"PROTECT_TOKENS_FILE": tokens}, 3, "at least 16"),
     }
 
@@ -59,15 +59,25 @@ def _refusals(tmp_path, tokens):
         "policy invalid",
         "port taken",
         "host unknown",
+        "audit trail unusable",
+        "tokens option",
     ],
 )
 def test_a_bad_setting_exits_before_serving(tmp_path, tokens, case):
     taken, cases = _refusals(tmp_path, tokens)
     args, env, code, message = cases[case]
     with taken:
-        result = CliRunner().invoke(
-            cli, ["serve", "--state", str(tmp_path / "s.sqlite"), "--audit", str(tmp_path / "a.sqlite"), *args], env=env
-        )
+        # on a port already taken: a check that let a case through fails at listening, never serves
+        base = [
+            "serve",
+            "--state",
+            str(tmp_path / "s.sqlite"),
+            "--audit",
+            str(tmp_path / "a.sqlite"),
+            "--port",
+            str(taken.getsockname()[1]),
+        ]
+        result = CliRunner().invoke(cli, [*base, *args], env=env)
     assert result.exit_code == code, result.output
     assert message in result.output
 

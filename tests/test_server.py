@@ -166,7 +166,7 @@ BODIES = {
         "too-large",
         "body-too-large",
     ),
-    "over max_body": (json.dumps({**HELD, "reason": "x" * 5000}).encode(), 413, "too-large", "body-too-large"),
+    "over max_body": (json.dumps({**HELD, "reason": "x" * 40_000}).encode(), 413, "too-large", "body-too-large"),
     "batch over max_batch": (json.dumps({"requests": [HELD] * 11}).encode(), 413, "too-large", "body-too-large"),
     "an array": (b"[]", 422, "input-invalid", "schema-type"),
     "requests not an array": (b'{"requests": {}}', 422, "input-invalid", "schema-type"),
@@ -176,7 +176,7 @@ BODIES = {
 
 @pytest.mark.parametrize("raw, status, code, issue", BODIES.values(), ids=BODIES.keys())
 def test_a_body_that_is_no_request_is_refused_and_nothing_recorded(tmp_path, raw, status, code, issue):
-    service = Service(tmp_path, limits=Limits(max_body=4096, max_batch=10))
+    service = Service(tmp_path, limits=Limits(max_body=30_000, max_batch=10))  # the 10,000-deep body is 20,000 bytes
     response = service.call("POST", "/v1/evaluate", raw=raw)
     assert response.status_code == status
     refused = error(response)
@@ -430,9 +430,11 @@ def test_the_openapi_document_holds_the_shipped_schemas_and_every_ref_resolves(s
 
 
 class _Slow(Engine):
+    entered = threading.Event()
     gate = threading.Event()
 
     def evaluate(self, request, **options):
+        self.entered.set()
         self.gate.wait(10)
         return super().evaluate(request, **options)
 
@@ -446,6 +448,7 @@ def test_a_decision_in_progress_does_not_block_the_event_loop(tmp_path):
         )
         slow.start()
         try:
+            assert _Slow.entered.wait(10)  # the decision is being made
             health = httpx.get(f"{url}/v1/health", timeout=5)  # answered while the decision waits
             assert health.status_code == 200 and answers == []
         finally:
