@@ -16,7 +16,7 @@ from typing import Any
 from starlette.requests import Request
 
 from ..errors import InputInvalid, Issue, TooLarge
-from ..loading import decode, load_json
+from ..loading import NestedTooDeeply, decode, load_json
 from ..reading import DocumentInvalid
 
 BODY = "<body>"  # the name issues give a request body
@@ -57,9 +57,9 @@ def parse_body(raw: bytes, limits: Limits) -> Any:
         raise BodyMalformed([Issue("body-empty", "$", "the body is empty: a JSON document is expected", BODY)])
     try:
         data = load_json(decode(raw, BODY), BODY)
+    except NestedTooDeeply:
+        raise _too_large(f"the body is nested deeper than {limits.max_depth} levels") from None
     except DocumentInvalid as exc:
-        if any(issue.code == "json-too-deep" for issue in exc.issues):
-            raise _too_large(f"the body is nested deeper than {limits.max_depth} levels") from None
         raise BodyMalformed(exc.issues) from None
     if _deeper_than(data, limits.max_depth):
         raise _too_large(f"the body is nested deeper than {limits.max_depth} levels")
