@@ -128,16 +128,18 @@ class _Service:
         self.registry = exposition_registry(engine)
 
     async def body(self, request: Request) -> Any:
-        return parse_body(await read_body(request, self.limits), self.limits)
+        # parsing up to `max_body` bytes of JSON takes a while: off the event loop, like deciding
+        return await run_in_threadpool(parse_body, await read_body(request, self.limits), self.limits)
 
     async def evaluate(self, request: Request) -> Response:
-        data = await self.body(request)
+        return await run_in_threadpool(self._decided, await self.body(request))
+
+    def _decided(self, data: Any) -> Response:
+        """Decide and render (a batch's JSON is megabytes), in a worker thread."""
         batch = batch_requests(data, self.limits)
         if batch is None:
-            decision = await run_in_threadpool(self.engine.evaluate, data)
-            return JSONResponse(decision.to_dict())
-        decisions = await run_in_threadpool(self.engine.evaluate_many, batch)
-        return JSONResponse({"decisions": [decision.to_dict() for decision in decisions]})
+            return JSONResponse(self.engine.evaluate(data).to_dict())
+        return JSONResponse({"decisions": [decision.to_dict() for decision in self.engine.evaluate_many(batch)]})
 
     async def commit(self, request: Request) -> Response:
         data = _checked("commit-request", await self.body(request))
