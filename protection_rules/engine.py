@@ -182,6 +182,11 @@ class Engine:
             self._networks[compiled.ruleset_name] = network
         return _InForce(compiled, network, compiled.fact_sources, compiled.policy.alerts)
 
+    @property
+    def reloads(self) -> int:
+        """How many reloads put a policy in force since the engine was built."""
+        return self._reloads
+
     def metrics(self) -> dict[str, Any]:
         """What this engine decided since it was built, across reloads (README, "Operations")."""
         return self._metrics.snapshot()
@@ -192,7 +197,7 @@ class Engine:
         in_force = self._in_force
         return check_health(
             policy=in_force.compiled.ref,
-            reloads=self._reloads,
+            reloads=self.reloads,
             state=self.state,
             audit=self.audit,
             errors=self._metrics.error_window(in_force.thresholds.window),
@@ -385,12 +390,14 @@ class Engine:
 
     # ------------------------------------------------------------------------------ state
 
-    def commit(self, decision: ProtectionDecision | Mapping[str, Any]) -> bool:
+    def commit(self, decision: ProtectionDecision | Mapping[str, Any] | str) -> bool:
         """Apply a decision's state changes (after the order executed); idempotent by decision id.
 
         Only a decision this engine's audit trail holds is applied, and only as recorded (see
-        commit.py); an engine with `audit=None` keeps the state changes of the decisions it
-        issued (the last 10,000 that change state) and commits only those. Returns False when
+        commit.py): given a decision, it must be exactly the recorded one; given a decision id
+        (text), the recorded decision of that id is applied. An engine with `audit=None` keeps
+        the state changes of the decisions it issued (the last 10,000 that change state) and
+        commits only those. Returns False when
         the decision was already committed. Raises `StateError` without a store,
         `DecisionInvalid` for a decision that does not validate, is not found or differs from
         the record.
@@ -400,12 +407,13 @@ class Engine:
         source = self._issued if self.audit is None else AuditedDecisions(self.audit)
         return Committer(self.state, source).commit(decision)
 
-    def record_execution(self, asset: str, kind: Literal["open", "close"], at: Any, size: float | None = None) -> None:
+    def record_execution(self, asset: str, kind: Literal["open", "close"], at: Any, size: float | None = None) -> int:
         """Record an executed open or close at `at` (epoch microseconds, an aware datetime or
-        ISO text; not later than this engine's clock allows). A close also ends grace."""
+        ISO text; not later than this engine's clock allows); returns the instant recorded, in
+        epoch microseconds. A close also ends grace."""
         if self.state is None:
             raise StateError("no state store configured: pass state=... or --state PATH")
-        Recorder(self.state, clock=self._clock).record_execution(asset, kind, at, size)
+        return Recorder(self.state, clock=self._clock).record_execution(asset, kind, at, size)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ _CODES = {
     "minItems": "schema-length",
     "maxItems": "schema-length",
     "minProperties": "schema-length",
+    "maxProperties": "schema-length",
     "uniqueItems": "schema-unique",
 }
 
@@ -148,6 +149,8 @@ def _translate(error: jsonschema.ValidationError, source: SourceMap) -> list[Iss
         message = f"`{name}` must not be shorter than {error.validator_value}"
     elif keyword == "minProperties":
         message = f"`{name}` must have at least {error.validator_value} field{'s' * (error.validator_value != 1)}"
+    elif keyword == "maxProperties":
+        message = f"`{name}` must have at most {error.validator_value} field{'s' * (error.validator_value != 1)}"
     elif keyword in ("maxLength", "maxItems"):
         message = f"`{name}` must not be longer than {error.validator_value}"
     elif keyword == "uniqueItems":

@@ -18,6 +18,7 @@ import click
 
 from .. import __version__
 from ..errors import InputInvalid, OutputError, ProtectionRulesError
+from ..errors import error_report as error_document
 from ..reporting import issues_text, to_json_line
 from .audit import audit
 from .commit import commit
@@ -26,6 +27,7 @@ from .evaluate import evaluate
 from .fmt import fmt
 from .options import FORMAT_KEY, JSON_NAMES, finish_output, report_file
 from .rebalance import rebalance
+from .serve import serve
 from .state import state
 from .test import test_command
 from .validate import validate
@@ -104,8 +106,7 @@ def error_report(exc: ProtectionRulesError | click.ClickException) -> dict[str, 
     if isinstance(exc, click.ClickException):
         code = "usage" if isinstance(exc, click.UsageError) else "error"
         return {"error": {"code": code, "message": exc.format_message(), "exit_code": exc.exit_code, "issues": []}}
-    issues = [issue.to_dict() for issue in getattr(exc, "issues", ())]
-    return {"error": {"code": exc.code, "message": str(exc), "exit_code": exc.exit_code, "issues": issues}}
+    return error_document(exc)
 
 
 def report_error(ctx: click.Context, exc: ProtectionRulesError | click.ClickException) -> bool:
@@ -204,6 +205,7 @@ cli.add_command(fmt)
 cli.add_command(test_command)
 cli.add_command(diff)
 cli.add_command(rebalance)
+cli.add_command(serve)
 
 
 def main() -> None:
