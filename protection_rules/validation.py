@@ -14,7 +14,7 @@ import fastjsonschema
 from .errors import Issue
 from .loading import Path_, SourceMap
 from .resources import schema
-from .schema_gates import digest, gate_document, module_name
+from .schema_gates import digest, fills_defaults, gate_document, module_name
 from .timestamps import TIMESTAMP_EXAMPLES, TIMESTAMP_PATTERN
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def fast_validator(name: str, definition: str | None = None) -> Any:
         generated = None
     if generated is not None and digest(name) == generated.SCHEMA_SHA256:
         return generated.gate
-    return fastjsonschema.compile(document)
+    return fastjsonschema.compile(document, use_default=fills_defaults(name))
 
 
 def fast_valid(name: str, data: Any, definition: str | None = None) -> bool:

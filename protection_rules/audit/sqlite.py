@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..canonical import canonical_json, sha256_hex
+from ..canonical import canonical_bytes, sha256_hex
 from ..errors import AuditError
 from ..probing import probe_result, probe_sqlite
 from .base import DEFAULT_TIMEOUT, LogFile, Mode, make_parent
@@ -30,6 +30,10 @@ from .chain import (
 from .query import ALL_RECORDS, RecordFilter, summarise
 
 SCHEMA_VERSION = 2
+# Pages of new logs: a record is ~3 KB, so with SQLite's default 4 KB pages a batch of 1,000
+# writes ~3,700 WAL frames, one pwrite each, and reads back ~1,700 pages; 16 KB pages cut both
+# by ~5x (counted with `strace -c`). A log created with other pages keeps them.
+PAGE_SIZE = 16384
 
 # The indexed copies of body fields in a version 1 table (decisions only).
 _V1_COLUMNS = (
@@ -312,6 +316,7 @@ class SqliteAuditLog(LogFile):
                 raise AuditError(f"{self.path}: not an audit log: an empty SQLite database")
             self._columns, self._kind = _V1_COLUMNS, "'decision'"  # version 1: decisions only
             return
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only on a file not yet written
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -483,7 +488,7 @@ def _columns(record: Mapping[str, Any]) -> tuple[Any, ...]:
         record["asset"],
         record["action"],
         record["decision"],
-        canonical_json(list(record["blocking_systems"])),
+        canonical_bytes(list(record["blocking_systems"])).decode("utf-8"),
         int(bool(record["override_applied"])),
         policy["name"],
         policy["version"],
