@@ -60,9 +60,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--single", type=int, default=300, help="single evaluate calls with audit on")
     parser.add_argument("--dir", default=None, help="where the audit logs go (default: a temporary folder)")
+    parser.add_argument("--page-size", type=int, default=None, help="pages of the new logs (default: the sink's PAGE_SIZE)")
     args = parser.parse_args()
+    if args.page_size:
+        from protection_rules.audit import sqlite
+
+        sqlite.PAGE_SIZE = args.page_size
     print(
         f"command: .venv/bin/python benchmarks/bench_audit_path.py --requests {args.requests} --rounds {args.rounds} --single {args.single}"
+        + (f" --page-size {args.page_size}" if args.page_size else "")
     )
     requests = make_requests(args.requests)
     with tempfile.TemporaryDirectory(dir=args.dir) as name:
@@ -88,19 +94,33 @@ def main() -> None:
             print(f"{label:<44} {rate[key]:>12,.0f} {1e6 / rate[key]:>12.1f} {rate['floor'] / rate[key]:>8.1f}")
         print(f"audit on / audit off: {rate['on'] / rate['off']:.2f} (target >= 0.5; >= 10,000/s)")
 
-        with Engine.from_policy(audit=open_audit(folder / "single.sqlite")) as engine:
-            engine.evaluate(requests[0])
-            latencies = []
-            for request in requests[1 : args.single + 1]:
-                started = time.perf_counter()
-                engine.evaluate(request)
-                latencies.append(time.perf_counter() - started)
-        probe = fsync_seconds(folder, args.single)
-        single, sync = statistics.median(latencies), statistics.median(probe)
-        print(
-            f"single evaluate, SQLite audit (one fsync each): {1 / single:,.0f}/s, median {single * 1e6:.0f} us; "
-            f"a bare 3 KB write + fsync here: median {sync * 1e6:.0f} us ({sync / single:.0%} of it)"
-        )
+        # single decisions: audit off; audit on without the fsync (synchronous=OFF, not durable:
+        # for comparison only); audit on as shipped. The difference of the last two is durability.
+        single = {"off": single_latency(off, requests, args.single)}
+        for durable in (False, True):
+            with Engine.from_policy(audit=open_audit(folder / f"single-{durable}.sqlite")) as engine:
+                if not durable:
+                    engine.audit._writer().execute("PRAGMA synchronous=OFF")  # type: ignore[union-attr]
+                single["durable" if durable else "no fsync"] = single_latency(engine, requests, args.single)
+        sync = statistics.median(fsync_seconds(folder, args.single))
+        print("single evaluate (median latency):")
+        for label, key in (
+            ("audit off", "off"),
+            ("SQLite audit, synchronous=OFF (no fsync)", "no fsync"),
+            ("SQLite audit, as shipped (one fsync)", "durable"),
+        ):
+            print(f"  {label:<42} {single[key] * 1e6:>8.0f} us  {1 / single[key]:>8,.0f}/s")
+        print(f"  a bare 3 KB write + fsync in the same folder {sync * 1e6:>8.0f} us")
+
+
+def single_latency(engine: Engine, requests: list[dict], count: int) -> float:
+    engine.evaluate(requests[0])
+    latencies = []
+    for request in requests[1 : count + 1]:
+        started = time.perf_counter()
+        engine.evaluate(request)
+        latencies.append(time.perf_counter() - started)
+    return statistics.median(latencies)
 
 
 if __name__ == "__main__":

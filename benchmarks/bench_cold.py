@@ -24,7 +24,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-PROTECT = str(Path(PYTHON).parent / "protect")
 EXAMPLE = ROOT / "examples" / "requests" / "holding_close.json"
 # the plain-Python floor: read the request, decide its holding period, print the verdict
 FLOOR = (
@@ -37,7 +36,8 @@ ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRIT
 COMMANDS = {
     "python -c pass": [PYTHON, "-c", "pass"],
     "plain-Python floor": [PYTHON, "-c", FLOOR],
-    "protect evaluate --no-audit": [PROTECT, "evaluate", "--no-audit", str(EXAMPLE)],
+    # `python -m`, from the repository: the package of this checkout, whatever is installed
+    "protect evaluate --no-audit": [PYTHON, "-m", "protection_rules", "evaluate", "--no-audit", str(EXAMPLE)],
 }
 
 
@@ -50,6 +50,7 @@ def wall(command: list[str], runs: int) -> tuple[float, float]:
             capture_output=True,
             check=True,
             env=ENV,
+            cwd=ROOT,
         )
         import json
 
@@ -59,7 +60,7 @@ def wall(command: list[str], runs: int) -> tuple[float, float]:
         times = []
         for _ in range(runs):
             started = time.perf_counter()
-            subprocess.run(command, capture_output=True, check=False, env=ENV)
+            subprocess.run(command, capture_output=True, check=False, env=ENV, cwd=ROOT)
             times.append(time.perf_counter() - started)
     return statistics.median(times), min(times)
 
@@ -77,6 +78,7 @@ def icount(command: list[str]) -> int | None:
         text=True,
         check=False,
         env=ENV,
+        cwd=ROOT,
     )
     found = re.search(r"Collected : (\d+)", done.stderr)
     return int(found.group(1)) if found else None
@@ -108,7 +110,7 @@ def main() -> None:
     print(f"command: .venv/bin/python benchmarks/bench_cold.py --runs {args.runs}{' --icount' if args.icount else ''}")
     print(f"timer: {'hyperfine' if shutil.which('hyperfine') else 'subprocess loop'}; target: protect evaluate < 0.150 s")
     for command in COMMANDS.values():  # writes the bytecode caches the timed runs read
-        subprocess.run(command, capture_output=True, check=False, env=ENV)
+        subprocess.run(command, capture_output=True, check=False, env=ENV, cwd=ROOT)
     floor = None
     for name, command in COMMANDS.items():
         median, least = wall(command, args.runs)
