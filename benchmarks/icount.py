@@ -6,13 +6,15 @@ callgrind twice, with N and with 0, and divide the difference by N for instructi
     valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python benchmarks/icount.py 3000 many
     valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python benchmarks/icount.py 0 many
 
-`many` decides in batches of 1,000 (`evaluate_many`), `one` one request at a time (`evaluate`).
+`many` decides in batches of 1,000 (`evaluate_many`), `one` one request at a time (`evaluate`);
+`audit` and `audit-one` do the same with a SQLite audit trail (in a temporary folder) on.
 A third argument K decides under the default policy plus K custom protections (bench_custom.py's).
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,10 +30,16 @@ def main() -> None:
     count = int(sys.argv[1])
     mode = sys.argv[2] if len(sys.argv) > 2 else "many"
     custom = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    folder = tempfile.TemporaryDirectory()
     if custom:
         from bench_custom import custom_engine
 
         engine = custom_engine(custom)
+    elif mode.startswith("audit"):
+        from protection_rules.audit import open_audit
+
+        engine = Engine.from_policy(audit=open_audit(Path(folder.name) / "audit.sqlite"))
+        mode = "one" if mode == "audit-one" else "many"
     else:
         engine = Engine.from_policy(audit=None)
     requests = make_requests(count + 200)
@@ -42,6 +50,9 @@ def main() -> None:
     else:
         for start in range(200, 200 + count, 1000):
             engine.evaluate_many(requests[start : start + 1000])
+    if engine.audit is not None:
+        engine.audit.close()
+    folder.cleanup()
 
 
 if __name__ == "__main__":

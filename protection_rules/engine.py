@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import threading
 import time
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from . import __version__
 from .alerts import AlertCallback, AlertThresholds, deliver
 from .alerts import logger as alert_logger
+from .canonical import canonical_bytes
 from .commit import AuditedDecisions, Committer, IssuedDecisions
 from .compiler import FACT_KIND, SENTINEL, CompiledPolicy, compile_policy
 from .decision import assemble, failed_closed
@@ -38,7 +38,6 @@ from .protections import Context
 from .recording import Recorder, wall_clock
 from .resources import default_policy_path
 from .state import StateStore, open_state
-from .timestamps import format_instant
 
 if TYPE_CHECKING:
     from .audit import AuditSink
@@ -449,22 +448,23 @@ def _record(decision: ProtectionDecision, received: Any, ctx: Context | None, st
         state = ctx.state.to_dict() if ctx.state_source != "none" else None
     else:
         state = stored.to_dict() if stored is not None else None
+    written = decision.to_dict()  # the record's copies of its fields are the same values, written once
     return {
         "kind": "decision",
         "decision_id": decision.decision_id,
         "trace_id": decision.trace_id,
-        "evaluated_at": format_instant(decision.evaluated_at) if decision.evaluated_at is not None else None,
+        "evaluated_at": written["evaluated_at"],
         "asset": decision.asset,
         "action": decision.action,
         "decision": decision.decision,
-        "blocking_systems": list(decision.blocking_systems),
+        "blocking_systems": written["blocking_systems"],
         "override_applied": decision.override_applied,
-        "policy": decision.policy.to_dict(),
+        "policy": written["policy"],
         "engine_version": decision.engine_version,
         "request": received,
         "state": state,
         "state_source": decision.state_source,
-        "decision_record": decision.to_dict(),
+        "decision_record": written,
         "decision_time_ms": decision.decision_time_ms,
     }
 
@@ -480,8 +480,7 @@ def _as_received(request: Any) -> Any:
         return request.to_dict()
     for candidate in (request, instants_as_text(request)[0]):
         try:
-            # as the audit trail will hash it: UTF-8, so half a character is refused here too
-            json.dumps(candidate, allow_nan=False, ensure_ascii=False).encode("utf-8")
+            canonical_bytes(candidate)  # as the audit trail will hash it: half a character is refused too
             return candidate
         except (TypeError, ValueError):
             continue

@@ -1555,3 +1555,36 @@ def test_records_larger_than_a_read_chunk_round_trip_and_the_chain_continues(tmp
     records = stored(path)
     assert records[0]["request"] == big["request"]
     assert [r["sequence"] for r in records] == [1, 2] and verify(path).ok
+
+
+# ------------------------------------------------------------------------- SQLite page size
+
+
+def _page_size(path) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_a_new_sqlite_log_has_16_kb_pages_and_an_old_one_keeps_its_own(tmp_path):
+    import sqlite3
+
+    new = tmp_path / "new.sqlite"
+    with open_audit(new) as log:
+        log.append([make_record("n1")])
+    assert _page_size(new) == 16384
+
+    old = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(old)  # a log created by an engine that left SQLite's 4 KB pages
+    conn.execute("PRAGMA page_size=4096")
+    conn.execute("CREATE TABLE placeholder (x)")
+    conn.execute("DROP TABLE placeholder")
+    conn.close()
+    with open_audit(old) as log:
+        log.append([make_record("o1"), make_record("o2")])
+        assert log.verify().ok and log.verify().count == 2
+    assert _page_size(old) == 4096

@@ -85,7 +85,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..canonical import canonical_json
 from ..postgres import database_url
@@ -100,12 +100,24 @@ from .chain import (
     record_hash,
     record_kind,
 )
-from .jsonl import JsonlAuditLog
 from .query import RecordFilter
-from .sqlite import SCHEMA_VERSION, SqliteAuditLog
 
 if TYPE_CHECKING:
+    from .jsonl import JsonlAuditLog
     from .postgres import PostgresAuditLog
+    from .sqlite import SCHEMA_VERSION, SqliteAuditLog
+
+# each backend is imported when first used: a command that writes SQLite never loads JSON Lines
+_BACKENDS = {"JsonlAuditLog": ".jsonl", "SqliteAuditLog": ".sqlite", "SCHEMA_VERSION": ".sqlite"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _BACKENDS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_BACKENDS[name], __name__), name)
+
 
 __all__ = [
     "EVENT_FIELDS",
@@ -142,5 +154,9 @@ def open_audit(
 
         return PostgresAuditLog(url, clock=clock, mode=mode)
     if str(path).lower().endswith(".jsonl"):
+        from .jsonl import JsonlAuditLog
+
         return JsonlAuditLog(path, clock=clock, mode=mode)
+    from .sqlite import SqliteAuditLog
+
     return SqliteAuditLog(path, clock=clock, mode=mode)

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ..canonical import canonical_json, sha256_hex
+from ..canonical import canonical_bytes, sha256_hex
 from ..errors import AuditError
 from .base import LogFile
 from .chain import GENESIS_HASH, ChainEntry, VerifyResult, link_problem, record_instant, record_kind, verify_entries
@@ -124,7 +124,7 @@ def record_columns(record: Mapping[str, Any]) -> tuple[Any, ...]:
         record["asset"],
         record["action"],
         record["decision"],
-        canonical_json(list(record["blocking_systems"])),
+        canonical_bytes(list(record["blocking_systems"])).decode("utf-8"),
         int(bool(record["override_applied"])),
         policy["name"],
         policy["version"],

@@ -21,6 +21,10 @@ from .chain import (
 from .sql import COLUMNS, INDEXES, V1_COLUMNS, SqlLog, record_columns
 
 SCHEMA_VERSION = 2
+# Pages of new logs: a record is ~3 KB, so with SQLite's default 4 KB pages a batch of 1,000
+# writes ~3,700 WAL frames, one pwrite each, and reads back ~1,700 pages; 16 KB pages cut both
+# by ~5x (counted with `strace -c`). A log created with other pages keeps them.
+PAGE_SIZE = 16384
 
 
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -196,6 +200,7 @@ class SqliteAuditLog(SqlLog):
                 raise AuditError(f"{self.path}: not an audit log: an empty SQLite database")
             self._columns, self._kind = V1_COLUMNS, "'decision'"  # version 1: decisions only
             return
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only on a file not yet written
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -8,7 +8,6 @@ invocation), where `echo_report`, `verbosity` and the error handler in `cli/__in
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -194,6 +193,8 @@ class ReportOutput:
         folder = self.path.parent
         if not folder.is_dir():
             raise UsageError(f"{folder}: no such folder (for --output {path})")
+        import tempfile  # only --output needs it (with shutil, random...: ~5 ms at start-up)
+
         try:
             fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.", suffix=".tmp")
         except OSError as exc:
