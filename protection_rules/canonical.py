@@ -9,6 +9,10 @@ It is not RFC 8785 (JCS), which writes numbers as ECMAScript does (`1`, `1000000
 and sorts keys by UTF-16 code unit: adopting it would need a version field on every hash so
 that existing logs and policy hashes still verify, and nothing outside this package checks the
 hashes today.
+
+`canonical_bytes` writes the same text, UTF-8 encoded, ~3x faster: orjson writes it whenever it
+is known to agree byte for byte, which a walk over the value checks first (tests/test_canonical.py
+holds the two to that with a property test); otherwise the reference encoder writes it.
 """
 
 from __future__ import annotations
@@ -17,10 +21,62 @@ import hashlib
 import json
 from typing import Any
 
+import orjson
+
+_INFINITY = float("inf")
+# datetimes, dataclasses and subclasses of str/int/dict/list go to `default`, which refuses them
+_ORJSON_OPTIONS = (
+    orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+_WALK_LIMIT = 100_000  # containers; past it (or in a cycle) the reference encoder decides
+
 
 def canonical_json(value: Any) -> str:
     """The one serialisation that is hashed and stored; raises ValueError/TypeError if not JSON."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """`canonical_json(value)` encoded as UTF-8, byte for byte; raises as it does (ValueError for
+    a lone surrogate, as encoding it would)."""
+    if _orjson_agrees(value):
+        try:
+            return orjson.dumps(value, default=_refuse, option=_ORJSON_OPTIONS)
+        except orjson.JSONEncodeError:
+            pass  # an int past 64 bits, a key that is not a string, a lone surrogate: the reference decides
+    return canonical_json(value).encode("utf-8")
+
+
+def _orjson_agrees(value: Any) -> bool:
+    """Whether orjson writes `value` exactly as `canonical_json` does, as far as types tell.
+
+    orjson writes a float under 1e-4 other than zero differently (`0.00001`, `1e-6` for `1e-05`,
+    `1e-06`), NaN and infinity as `null` (the reference refuses them), and encodes some types the
+    reference refuses (UUID, Enum, Fragment): so only the exact JSON types pass, floats checked.
+    """
+    stack = [value]
+    pop, extend = stack.pop, stack.extend
+    containers = 0
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if kind is dict or kind is list or kind is tuple:
+            containers += 1
+            if containers > _WALK_LIMIT:
+                return False
+            extend(item.values() if kind is dict else item)
+        elif kind is float:
+            if not (1e-4 <= abs(item) < _INFINITY or item == 0.0):  # NaN fails both comparisons
+                return False
+        else:
+            return False
+    return True
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def sha256_hex(data: str | bytes) -> str:
@@ -30,4 +86,4 @@ def sha256_hex(data: str | bytes) -> str:
 
 def content_hash(value: Any) -> str:
     """sha256 (hex) of `value`'s canonical JSON."""
-    return sha256_hex(canonical_json(value))
+    return hashlib.sha256(canonical_bytes(value)).hexdigest()

@@ -111,13 +111,33 @@ class Committer:
         source, or that differs from the decision found there; then nothing is stored."""
         return self.apply(self.check(decision, source=source))
 
-    def check(self, decision: ProtectionDecision | Mapping[str, Any], *, source: str | None = None) -> Checked | None:
+    def check(self, decision: ProtectionDecision | Mapping[str, Any] | str, *, source: str | None = None) -> Checked | None:
         """The state changes as recorded, once `decision` is shown to be that decision (None:
-        nothing to apply).
+        nothing to apply). A decision id (text) names the recorded decision itself: there is no
+        document to compare, and what is applied is still only what the source holds.
 
         `source` names where the document came from (a file, `file:line`) in the issues."""
         with _named(source):
+            if isinstance(decision, str):
+                return self._recorded(decision)
             return self._check(decision_document(decision))
+
+    def _recorded(self, decision_id: str) -> Checked:
+        recorded = self.source.find(decision_id)
+        if recorded is None:
+            raise self._not_recorded(decision_id)
+        return Checked(decision_id, tuple(StateChange.from_dict(change) for change in recorded["state_changes"]))
+
+    def _not_recorded(self, decision_id: str) -> DecisionInvalid:
+        return DecisionInvalid(
+            [
+                Issue(
+                    "decision-not-recorded",
+                    "$.decision_id",
+                    f"`{decision_id}` is not in {self.source.where}; only a decision the engine issued can be committed",
+                )
+            ]
+        )
 
     def _check(self, given: dict[str, Any]) -> Checked | None:
         decision_id = given["decision_id"]
@@ -125,16 +145,7 @@ class Committer:
         if recorded is None:
             if not given["state_changes"] and self.source.partial:
                 return None  # it changes nothing, and was not kept to check it against
-            where = self.source.where
-            raise DecisionInvalid(
-                [
-                    Issue(
-                        "decision-not-recorded",
-                        "$.decision_id",
-                        f"`{decision_id}` is not in {where}; only a decision the engine issued can be committed",
-                    )
-                ]
-            )
+            raise self._not_recorded(decision_id)
         # a source that keeps part of each decision is compared on that part
         compared = {key: given[key] for key in recorded if key in given} if self.source.partial else given
         differences = list(_differences(_plain(recorded), compared, "$"))

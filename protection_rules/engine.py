@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import threading
 import time
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from . import __version__
 from .alerts import AlertCallback, AlertThresholds, deliver
 from .alerts import logger as alert_logger
+from .canonical import canonical_bytes
 from .commit import AuditedDecisions, Committer, IssuedDecisions
 from .compiler import FACT_KIND, SENTINEL, CompiledPolicy, compile_policy
 from .decision import assemble, failed_closed
@@ -37,18 +37,18 @@ from .policy import Policy, load_policy
 from .protections import Context
 from .recording import Recorder, wall_clock
 from .resources import default_policy_path
-from .state import StateStore
-from .timestamps import format_instant
+from .state import StateStore, open_state
 
 if TYPE_CHECKING:
     from .audit import AuditSink
 
 
-def open_default_audit() -> AuditSink:
-    """The audit log at `$PROTECT_AUDIT`, else the default path; an unopenable one denies all."""
+def open_default_audit(target: str | Path | None = None) -> AuditSink:
+    """The audit log at `target` (a path or postgresql:// URL), else `$PROTECT_AUDIT`, else the
+    default path; an unopenable one denies all."""
     from .audit import UnwritableAudit, open_audit
 
-    target = os.environ.get(AUDIT_ENV) or default_audit_path()
+    target = target or os.environ.get(AUDIT_ENV) or default_audit_path()
     try:
         return open_audit(target)
     except AuditError as exc:
@@ -76,7 +76,8 @@ class Engine:
     requests without a `state` object read the asset's state from it. Every decision is
     recorded in the audit trail before it is returned, and one that cannot be recorded is a
     deny: by default in `$PROTECT_AUDIT` or the default audit log (see paths.py); pass
-    `audit=None` to record nothing, or a sink of your own.
+    `audit=None` to record nothing, or a sink of your own. `state` and `audit` also take a path
+    or a `postgresql://` URL, opened (`open_state`, `open_audit`) and closed by the engine.
 
     `reload(path)` swaps in another policy while the engine runs; each call that decides
     takes the policy in force once, so its decisions are made wholly under one policy.
@@ -87,14 +88,17 @@ class Engine:
         self,
         compiled: CompiledPolicy,
         *,
-        state: StateStore | None = None,
-        audit: AuditSink | None = DEFAULT_AUDIT,
+        state: StateStore | str | Path | None = None,
+        audit: AuditSink | str | Path | None = DEFAULT_AUDIT,
         new_id: Callable[[], str] | None = None,
         clock: Callable[[], int] = wall_clock,
     ):
-        self.state = state
-        self.audit = open_default_audit() if audit is DEFAULT_AUDIT else audit
-        self._owns_audit = audit is DEFAULT_AUDIT
+        self._owns_state = isinstance(state, (str, Path))
+        self.state = open_state(state) if isinstance(state, (str, Path)) else state
+        self._owns_audit = audit is DEFAULT_AUDIT or isinstance(audit, (str, Path))
+        if self._owns_audit:
+            audit = open_default_audit(audit if isinstance(audit, (str, Path)) else None)
+        self.audit = audit
         self._clock = clock  # epoch microseconds: recording checks it, metrics stamp errors; never a decision
         self._issued = IssuedDecisions() if self.audit is None else None
         prepare_request_validation()  # compile once here, not inside the first decision's time
@@ -120,9 +124,11 @@ class Engine:
         return cls(compile_policy(policy), **options)
 
     def close(self) -> None:
-        """Close the audit log this engine opened itself (sinks passed in stay the caller's)."""
+        """Close the audit log and state store this engine opened itself (those passed in stay the caller's)."""
         if self._owns_audit and self.audit is not None:
             self.audit.close()
+        if self._owns_state and self.state is not None:
+            self.state.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -175,6 +181,11 @@ class Engine:
             self._networks[compiled.ruleset_name] = network
         return _InForce(compiled, network, compiled.fact_sources, compiled.policy.alerts)
 
+    @property
+    def reloads(self) -> int:
+        """How many reloads put a policy in force since the engine was built."""
+        return self._reloads
+
     def metrics(self) -> dict[str, Any]:
         """What this engine decided since it was built, across reloads (README, "Operations")."""
         return self._metrics.snapshot()
@@ -185,7 +196,7 @@ class Engine:
         in_force = self._in_force
         return check_health(
             policy=in_force.compiled.ref,
-            reloads=self._reloads,
+            reloads=self.reloads,
             state=self.state,
             audit=self.audit,
             errors=self._metrics.error_window(in_force.thresholds.window),
@@ -378,12 +389,14 @@ class Engine:
 
     # ------------------------------------------------------------------------------ state
 
-    def commit(self, decision: ProtectionDecision | Mapping[str, Any]) -> bool:
+    def commit(self, decision: ProtectionDecision | Mapping[str, Any] | str) -> bool:
         """Apply a decision's state changes (after the order executed); idempotent by decision id.
 
         Only a decision this engine's audit trail holds is applied, and only as recorded (see
-        commit.py); an engine with `audit=None` keeps the state changes of the decisions it
-        issued (the last 10,000 that change state) and commits only those. Returns False when
+        commit.py): given a decision, it must be exactly the recorded one; given a decision id
+        (text), the recorded decision of that id is applied. An engine with `audit=None` keeps
+        the state changes of the decisions it issued (the last 10,000 that change state) and
+        commits only those. Returns False when
         the decision was already committed. Raises `StateError` without a store,
         `DecisionInvalid` for a decision that does not validate, is not found or differs from
         the record.
@@ -393,12 +406,13 @@ class Engine:
         source = self._issued if self.audit is None else AuditedDecisions(self.audit)
         return Committer(self.state, source).commit(decision)
 
-    def record_execution(self, asset: str, kind: Literal["open", "close"], at: Any, size: float | None = None) -> None:
+    def record_execution(self, asset: str, kind: Literal["open", "close"], at: Any, size: float | None = None) -> int:
         """Record an executed open or close at `at` (epoch microseconds, an aware datetime or
-        ISO text; not later than this engine's clock allows). A close also ends grace."""
+        ISO text; not later than this engine's clock allows); returns the instant recorded, in
+        epoch microseconds. A close also ends grace."""
         if self.state is None:
             raise StateError("no state store configured: pass state=... or --state PATH")
-        Recorder(self.state, clock=self._clock).record_execution(asset, kind, at, size)
+        return Recorder(self.state, clock=self._clock).record_execution(asset, kind, at, size)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -434,22 +448,23 @@ def _record(decision: ProtectionDecision, received: Any, ctx: Context | None, st
         state = ctx.state.to_dict() if ctx.state_source != "none" else None
     else:
         state = stored.to_dict() if stored is not None else None
+    written = decision.to_dict()  # the record's copies of its fields are the same values, written once
     return {
         "kind": "decision",
         "decision_id": decision.decision_id,
         "trace_id": decision.trace_id,
-        "evaluated_at": format_instant(decision.evaluated_at) if decision.evaluated_at is not None else None,
+        "evaluated_at": written["evaluated_at"],
         "asset": decision.asset,
         "action": decision.action,
         "decision": decision.decision,
-        "blocking_systems": list(decision.blocking_systems),
+        "blocking_systems": written["blocking_systems"],
         "override_applied": decision.override_applied,
-        "policy": decision.policy.to_dict(),
+        "policy": written["policy"],
         "engine_version": decision.engine_version,
         "request": received,
         "state": state,
         "state_source": decision.state_source,
-        "decision_record": decision.to_dict(),
+        "decision_record": written,
         "decision_time_ms": decision.decision_time_ms,
     }
 
@@ -465,8 +480,7 @@ def _as_received(request: Any) -> Any:
         return request.to_dict()
     for candidate in (request, instants_as_text(request)[0]):
         try:
-            # as the audit trail will hash it: UTF-8, so half a character is refused here too
-            json.dumps(candidate, allow_nan=False, ensure_ascii=False).encode("utf-8")
+            canonical_bytes(candidate)  # as the audit trail will hash it: half a character is refused too
             return candidate
         except (TypeError, ValueError):
             continue

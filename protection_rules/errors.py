@@ -120,6 +120,19 @@ class DecisionInvalid(InputInvalid):
     kind = "decision"
 
 
+class AccessDenied(UsageError):
+    """The decision service refused the caller: no `Authorization: Bearer` token, or a wrong one."""
+
+    code = "unauthorized"
+
+
+class TooLarge(InputInvalid):
+    """A request body over a bound of the decision service: its size, a batch's length, its nesting."""
+
+    code = "too-large"
+    kind = "request body"
+
+
 class Refused(ProtectionRulesError):
     """A well-formed operation the policy or the store's rules do not allow (a core limit)."""
 
@@ -157,6 +170,36 @@ class WriteError(ProtectionRulesError):
     code = "write-error"
 
 
+class ServiceUnavailable(ProtectionRulesError):
+    """The decision service could not be reached or did not answer (connection, timeout, HTTP 5xx).
+
+    Nothing is known about the call: never read it as an approval."""
+
+    code = "service-unavailable"
+
+
+def error_report(exc: ProtectionRulesError) -> dict[str, Any]:
+    """The error as schemas/error.v1.schema.json describes it (the CLI's `--format json` and the service)."""
+    issues = [issue.to_dict() for issue in getattr(exc, "issues", ())]
+    return {"error": {"code": exc.code, "message": str(exc), "exit_code": exc.exit_code, "issues": issues}}
+
+
+def error_from_report(report: Any) -> ProtectionRulesError | None:
+    """The error an error.v1 document describes, as the class of its `code` (None: not one)."""
+    error = report.get("error") if isinstance(report, dict) else None
+    if not isinstance(error, dict) or not isinstance(error.get("code"), str):
+        return None
+    cls = _BY_CODE.get(error["code"], ProtectionRulesError)
+    if issubclass(cls, InputInvalid):
+        issues = [Issue(**issue) for issue in error.get("issues") or () if isinstance(issue, dict)]
+        return cls(issues)
+    return cls(str(error.get("message") or error["code"]))
+
+
+def _classes(root: type[ProtectionRulesError]) -> list[type[ProtectionRulesError]]:
+    return [root, *(found for sub in root.__subclasses__() for found in _classes(sub))]
+
+
 def os_reason(exc: BaseException) -> str:
     """Why an operation on a file failed, in words (for an OSError; any other error's text)."""
     code = getattr(exc, "errno", None) or 0
@@ -171,3 +214,9 @@ def os_reason(exc: BaseException) -> str:
         errno.EEXIST: "a parent of it is a file, not a folder",
         errno.ENOENT: "no such file or folder",
     }.get(code, (getattr(exc, "strerror", None) or str(exc)).lower())
+
+
+# error.v1 `code` -> class; the root keeps `internal-error`, a subclass sharing a code does not replace it
+_BY_CODE: dict[str, type[ProtectionRulesError]] = {}
+for _cls in _classes(ProtectionRulesError):
+    _BY_CODE.setdefault(_cls.code, _cls)

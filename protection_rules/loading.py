@@ -309,6 +309,10 @@ def _too_large(data: Any, path: Path_ = ()) -> list[tuple[Path_, str]]:
     return []
 
 
+class NestedTooDeeply(DocumentInvalid):
+    """JSON nested deeper than the parser goes (the service answers it as a body over its bounds)."""
+
+
 def load_json(text: str, name: str, *, line: int | None = None) -> Any:
     """Parse JSON strictly: no NaN or Infinity, no duplicate keys, no number too large to hold;
     errors carry line and column. `line` is where `text` starts in its input (JSON Lines)."""
@@ -325,7 +329,7 @@ def load_json(text: str, name: str, *, line: int | None = None) -> Any:
             raise DocumentInvalid([Issue("number-too-large", json_path(p), m, name, line) for p, m in too_large]) from None
         raise DocumentInvalid([Issue("json-syntax", "$", f"json: {exc}", name, line)]) from None
     except RecursionError:
-        raise DocumentInvalid([Issue("json-syntax", "$", "json: nested too deeply", name, line)]) from None
+        raise NestedTooDeeply([Issue("json-syntax", "$", "json: nested too deeply", name, line)]) from None
     # only an escape can make half a character: a text without one is walked no further
     if "\\u" in text and _SURROGATE_ESCAPE.search(text):
         halves = list(_surrogate_paths(data))

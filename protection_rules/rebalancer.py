@@ -18,9 +18,9 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from .decision import exit_code
 from .engine import Engine
@@ -32,12 +32,29 @@ from .timestamps import format_instant, to_instant
 
 __all__ = [
     "HOLD_BAND",
+    "DecisionService",
     "ProtectionAwareRebalancer",
     "RebalanceResult",
     "RebalanceSummary",
     "RebalancingTarget",
     "derive_action",
 ]
+
+
+class DecisionService(Protocol):
+    """What the rebalancer needs to decide and to feed fills back: an `Engine`, or a
+    `client.Client` of the decision service (`protect serve`)."""
+
+    @property
+    def policy(self) -> Any:
+        """The policy in force (its `name`, `version`, `sha256`): named when nothing was decided."""
+
+    def evaluate_many(self, requests: Sequence[Mapping[str, Any]]) -> list[ProtectionDecision]: ...
+
+    def commit(self, decision: ProtectionDecision) -> bool: ...
+
+    def record_execution(self, asset: str, kind: Literal["open", "close"], at: int, size: float | None) -> Any: ...
+
 
 # Approvals waiting for their fill, per rebalancer; older ones can no longer be filled through it
 PENDING_CAPACITY = 10_000
@@ -99,15 +116,16 @@ def _target_dict(target: RebalancingTarget) -> dict[str, Any]:
 
 
 class ProtectionAwareRebalancer:
-    """Validates a rebalance's targets through an engine, and feeds executions back.
+    """Validates a rebalance's targets through an engine (or a client of the decision service,
+    whose engine has a state store), and feeds executions back.
 
-    The engine must have a state store (`StateError` otherwise). `hold_band`: a change of at most
+    An engine must have a state store (`StateError` otherwise). `hold_band`: a change of at most
     this share of the current allocation is a hold when a target gives no action (0.05: 5%).
     Safe to share between threads.
     """
 
-    def __init__(self, engine: Engine, *, hold_band: float = HOLD_BAND, pending_capacity: int = PENDING_CAPACITY):
-        if engine.state is None:
+    def __init__(self, engine: DecisionService, *, hold_band: float = HOLD_BAND, pending_capacity: int = PENDING_CAPACITY):
+        if isinstance(engine, Engine) and engine.state is None:
             raise StateError(
                 "the rebalancer needs an engine with a state store (positions, fills, grace periods and "
                 "cooldowns live there): Engine.from_policy(..., state=SqliteStateStore(path)) or --state PATH"
@@ -167,7 +185,9 @@ class ProtectionAwareRebalancer:
             if target.decision.state_changes:  # type: ignore[union-attr]
                 self.engine.commit(target.decision)  # type: ignore[arg-type]
         self._keep([t for t in approved if t.decision is not None])
-        policy = self.engine.policy
+        made = [t.decision for t in decided if t.decision is not None]
+        # the batch was decided under one policy: name it, not one a reload put in force since
+        policy = made[0].policy if made else self.engine.policy
         return RebalanceResult(
             current_date=now,
             approved=approved,

@@ -141,9 +141,9 @@ def replay_audit(
     ignoring the `VOLATILE` fields. Records under a policy not given, and requests that were
     never parsed, are counted in `skipped`."""
     by_hash = {source.load().sha256: source for source in policies}
-    report = ReplayReport(audit_path)
     with open_audit(audit_path, mode="read") as log:
-        corpus = Corpus("replay", audit_path, 0)
+        report = ReplayReport(log.path)  # a URL's password stays out of the report
+        corpus = Corpus("replay", log.path, 0)
         items = audit_items(corpus, _counted(report, log.query(RecordFilter(kind="decision"))), skip_invalid=False)
         given = _with_policy(report, items, by_hash)
         for chunk, results in ordered_map(

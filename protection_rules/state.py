@@ -2,8 +2,9 @@
 
 Evaluating never writes here. `apply` commits a decision's state changes atomically and
 idempotently (the decision id is the key); executions and core designations are recorded
-through their own calls. Two implementations share one contract (tests/test_state.py):
-`MemoryStateStore` for tests and embedding, `SqliteStateStore` as the default.
+through their own calls. Three implementations share one contract (tests/test_state.py):
+`MemoryStateStore` for tests and embedding, `SqliteStateStore` as the default, and
+`PostgresStateStore` (state_postgres.py) for several processes and hosts sharing one state.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .models import (
     StateChange,
 )
 from .parsing import MAX_MAGNITUDE
+from .postgres import database_url
 from .probing import probe_result, probe_sqlite
 from .resources import schema
 from .timestamps import format_instant
@@ -362,7 +364,14 @@ class SqliteStateStore:
 
 
 def open_state(path: str | Path, *, create: bool = True) -> StateStore:
-    """`:memory:` gives a MemoryStateStore, anything else a SqliteStateStore."""
+    """`:memory:` gives a MemoryStateStore, a `postgresql://` URL a PostgresStateStore (the
+    `postgres` extra), anything else a SqliteStateStore. With `create` False the store must
+    exist already (a file, or a database holding the schema)."""
     if str(path) == ":memory:":
         return MemoryStateStore()
+    url = database_url(path)
+    if url is not None:
+        from .state_postgres import PostgresStateStore
+
+        return PostgresStateStore(url, create=create)
     return SqliteStateStore(path, create=create)  # type: ignore[arg-type]

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 import json
 from collections.abc import Iterable
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
-import jsonschema
 
 from .errors import Issue
 from .loading import Path_, SourceMap
 from .resources import schema
+from .schema_gates import digest, fills_defaults, gate_document, module_name
 from .timestamps import TIMESTAMP_EXAMPLES, TIMESTAMP_PATTERN
+
+if TYPE_CHECKING:
+    import jsonschema
 
 # jsonschema keyword -> our stable error code
 _CODES = {
@@ -33,6 +37,7 @@ _CODES = {
     "minItems": "schema-length",
     "maxItems": "schema-length",
     "minProperties": "schema-length",
+    "maxProperties": "schema-length",
     "uniqueItems": "schema-unique",
 }
 
@@ -52,6 +57,9 @@ def not_one_of(value: Any, options: Iterable[Any]) -> str:
 
 @cache
 def validator(name: str) -> jsonschema.protocols.Validator:
+    # imported here: ~50 ms at start-up, and only invalid input (the slow path) needs its reports
+    import jsonschema
+
     definition = schema(name)
     cls = jsonschema.validators.validator_for(definition)
     cls.check_schema(definition)
@@ -61,11 +69,16 @@ def validator(name: str) -> jsonschema.protocols.Validator:
 @cache
 def fast_validator(name: str, definition: str | None = None) -> Any:
     """A shipped schema (or one of its `$defs`) compiled by fastjsonschema into Python: ~5 us a
-    check instead of jsonschema's ~95 us. It only gates; on failure jsonschema writes the report."""
-    document = schema(name)
-    if definition is not None:
-        document = {"$schema": document["$schema"], **document["$defs"][definition]}
-    return fastjsonschema.compile(document)
+    check instead of jsonschema's ~95 us. It only gates; on failure jsonschema writes the report.
+    The gate generated ahead of time (schema_gates.py) is used while it matches the schema."""
+    document = gate_document(name, definition)
+    try:
+        generated = importlib.import_module(f".gates.{module_name(name, definition)}", __package__)
+    except ImportError:
+        generated = None
+    if generated is not None and digest(name) == generated.SCHEMA_SHA256:
+        return generated.gate
+    return fastjsonschema.compile(document, use_default=fills_defaults(name))
 
 
 def fast_valid(name: str, data: Any, definition: str | None = None) -> bool:
@@ -148,6 +161,8 @@ def _translate(error: jsonschema.ValidationError, source: SourceMap) -> list[Iss
         message = f"`{name}` must not be shorter than {error.validator_value}"
     elif keyword == "minProperties":
         message = f"`{name}` must have at least {error.validator_value} field{'s' * (error.validator_value != 1)}"
+    elif keyword == "maxProperties":
+        message = f"`{name}` must have at most {error.validator_value} field{'s' * (error.validator_value != 1)}"
     elif keyword in ("maxLength", "maxItems"):
         message = f"`{name}` must not be longer than {error.validator_value}"
     elif keyword == "uniqueItems":

@@ -44,3 +44,32 @@ def _isolated_state_home(tmp_path_factory, monkeypatch):
     for name in list(os.environ):
         if name.startswith(("PROTECT_", "_PROTECT_")) or name == "NO_COLOR":
             monkeypatch.delenv(name)
+
+
+# PostgreSQL (tests/postgres_server.py). Read now: the fixture above clears PROTECT_* per test.
+REQUIRE_POSTGRES = bool(os.environ.get("PROTECT_REQUIRE_POSTGRES"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server of the tests' own for the session; skips where none can be started,
+    unless PROTECT_REQUIRE_POSTGRES is set (CI), where that is a failure."""
+    from postgres_server import PostgresServer, Unavailable
+
+    try:
+        server = PostgresServer()
+    except Unavailable as exc:
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"PROTECT_REQUIRE_POSTGRES is set but no PostgreSQL can be started: {exc}")
+        pytest.skip(f"no PostgreSQL server for the tests: {exc} (set PROTECT_REQUIRE_POSTGRES=1 to make this a failure)")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """The URL of a new, empty database on the tests' server."""
+    return postgres_server.new_database()

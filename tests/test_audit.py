@@ -39,6 +39,8 @@ from protection_rules.cli import cli
 from protection_rules.errors import EXIT_INTERNAL, EXIT_USAGE, AuditError
 
 KINDS = ["sqlite", "jsonl"]
+# The backend-neutral contract also runs over PostgreSQL (a database per log, on the tests' server)
+CONTRACT = [*KINDS, "postgres"]
 LOG_CLASSES = {"sqlite": SqliteAuditLog, "jsonl": JsonlAuditLog}
 T0 = 1773302400.0  # 2026-03-12T08:00:00Z
 POLICY = {"name": "default", "version": "1.0.0", "sha256": "a7" * 32}
@@ -104,8 +106,34 @@ def make_record(
     }
 
 
-def log_path(tmp_path: Path, kind: str, name: str = "audit") -> Path:
+_postgres: dict[str, Any] = {}  # the server and the databases of the running test (postgres only)
+
+
+@pytest.fixture(autouse=True)
+def _postgres_logs(request):
+    """For a test parametrized with the postgres backend: the server `log_path` creates databases on."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and "postgres" in callspec.params.values():
+        _postgres.update(server=request.getfixturevalue("postgres_server"), logs={})
+    yield
+    _postgres.clear()
+
+
+def log_path(tmp_path: Path, kind: str, name: str = "audit") -> Any:
+    """Where a test's log named `name` lives: a file, or (postgres) the URL of a database of its own."""
+    if kind == "postgres":
+        if name not in _postgres["logs"]:
+            _postgres["logs"][name] = _postgres["server"].new_database()
+        return _postgres["logs"][name]
     return tmp_path / f"{name}.{kind}"
+
+
+def postgres_sql(url: str, sql: str) -> None:
+    """Change a PostgreSQL log behind the sink's back (what a tamperer with database access does)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql)
 
 
 def filled(path: Path, count: int = 5) -> list[dict[str, Any]]:
@@ -129,7 +157,7 @@ def stored(path: Path) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------ the contract
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CONTRACT)
 def test_append_round_trips_full_records_with_sequence_chain_and_clock(tmp_path, kind):
     clock = FakeClock()
     with open_audit(log_path(tmp_path, kind), clock=clock) as log:
@@ -162,7 +190,7 @@ def test_append_round_trips_full_records_with_sequence_chain_and_clock(tmp_path,
         assert record["hash"] == hashlib.sha256(canonical_json(body).encode()).hexdigest() == record_hash(record)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CONTRACT)
 def test_reopening_continues_the_sequence_and_the_chain(tmp_path, kind):
     path = log_path(tmp_path, kind)
     first = filled(path, 3)
@@ -203,7 +231,7 @@ def test_sqlite_log_is_wal_with_a_schema_version_table(tmp_path):
         conn.close()
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CONTRACT)
 def test_append_accepts_any_sequence_and_an_empty_one(tmp_path, kind):
     path = log_path(tmp_path, kind)
     with open_audit(path) as log:
@@ -213,7 +241,7 @@ def test_append_accepts_any_sequence_and_an_empty_one(tmp_path, kind):
     assert [r["decision_id"] for r in stored(path)] == ["d1", "d2", "d3"]
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CONTRACT)
 @pytest.mark.parametrize(
     "mutate, message",
     [
@@ -253,7 +281,7 @@ def test_sqlite_refuses_a_duplicate_decision_id(tmp_path):
 # ------------------------------------------------------------------------------------ verify
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CONTRACT)
 def test_verify_passes_on_a_fresh_log_and_an_empty_one(tmp_path, kind):
     empty = log_path(tmp_path, kind, "empty")
     open_audit(empty).close()
@@ -427,7 +455,7 @@ def test_deleting_the_last_record_keeps_a_valid_chain_but_changes_the_head(tmp_p
 # ------------------------------------------------------------------ batches and failures
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CONTRACT)
 @pytest.mark.parametrize(
     "poison", [float("nan"), float("inf"), {1, 2}, "\ud800"], ids=["nan", "infinity", "set", "lone-surrogate"]
 )
@@ -540,7 +568,7 @@ def test_read_mode_never_creates_and_never_writes(tmp_path, kind):
         log.append([make_record("x")])
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CONTRACT)
 def test_a_closed_log_refuses_appends(tmp_path, kind):
     log = open_audit(log_path(tmp_path, kind))
     log.close()
@@ -904,7 +932,7 @@ def test_a_chain_broken_at_its_end_is_not_extended(tmp_path, kind, tamper, probl
     assert stored(path) == before
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CONTRACT)
 def test_cli_evaluate_denies_with_exit_4_on_a_chain_broken_at_its_end(tmp_path, kind):
     path = log_path(tmp_path, kind)
     filled(path, 3)
@@ -912,6 +940,8 @@ def test_cli_evaluate_denies_with_exit_4_on_a_chain_broken_at_its_end(tmp_path, 
         conn = sqlite3.connect(path, isolation_level=None)
         conn.execute("UPDATE audit_records SET body = replace(body, '\"deny\"', '\"approve\"') WHERE sequence = 3")
         conn.close()
+    elif kind == "postgres":
+        postgres_sql(path, "UPDATE audit_records SET body = replace(body, '\"deny\"', '\"approve\"') WHERE sequence = 3")
     else:
         _lines(lambda ls: [*ls[:2], ls[2].replace('"deny"', '"approve"')])(path)
     result = CliRunner().invoke(cli, ["evaluate", "--format", "json", "--audit", str(path), str(EXAMPLES / "plain_open.json")])
@@ -930,7 +960,7 @@ def test_cli_evaluate_denies_with_exit_4_on_a_chain_broken_at_its_end(tmp_path, 
 # ------------------------------------------------------------------- other kinds of record
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CONTRACT)
 def test_events_share_the_chain_and_query_returns_every_kind_in_order(tmp_path, kind):
     path = log_path(tmp_path, kind)
     clock = FakeClock()
@@ -970,7 +1000,7 @@ def test_events_share_the_chain_and_query_returns_every_kind_in_order(tmp_path, 
             log.stats(RecordFilter(kind="state_correction"))
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CONTRACT)
 @pytest.mark.parametrize(
     "event_kind, fields, message",
     [
@@ -1015,7 +1045,7 @@ def test_sqlite_events_have_no_decision_id_and_ids_stay_unique(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CONTRACT)
 def test_cli_query_kind_filter_and_stats_count_decisions_only(tmp_path, kind):
     path = log_path(tmp_path, kind)
     filled(path, 2)
@@ -1110,7 +1140,7 @@ def test_a_jsonl_log_written_before_kinds_verifies_and_chains_on(tmp_path):
 # ------------------------------------------------------------------------------------- find
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CONTRACT)
 def test_find_returns_the_stored_decision_record_or_none(tmp_path, kind):
     path = log_path(tmp_path, kind)
     records = filled(path, 4)
@@ -1190,7 +1220,7 @@ def _append_many(path: str, worker: int, count: int, barrier: Any) -> None:
         log.close()
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CONTRACT)
 def test_four_processes_appending_500_each_lose_nothing(tmp_path, kind):
     path = str(log_path(tmp_path, kind))
     context = multiprocessing.get_context("spawn")
@@ -1201,17 +1231,17 @@ def test_four_processes_appending_500_each_lose_nothing(tmp_path, kind):
     for process in workers:
         process.join(timeout=300)
     assert [process.exitcode for process in workers] == [0, 0, 0, 0]
-    records = stored(Path(path))
+    records = stored(path)
     assert [r["sequence"] for r in records] == list(range(1, 2001))
     for worker in range(4):  # each writer's records, in its own order
         assert [r["decision_id"] for r in records if r["decision_id"].startswith(f"p{worker}-")] == [
             f"p{worker}-{n}" for n in range(500)
         ]
-    result = verify(Path(path))
+    result = verify(path)
     assert (result.ok, result.count) == (True, 2000)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CONTRACT)
 def test_eight_threads_sharing_one_sink_lose_nothing(tmp_path, kind):
     path = log_path(tmp_path, kind)
     errors: list[BaseException] = []
@@ -1250,7 +1280,7 @@ QUERY_SET = [
 ]
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=CONTRACT)
 def query_log(request, tmp_path):
     path = log_path(tmp_path, request.param)
     with open_audit(path) as log:
@@ -1379,7 +1409,7 @@ def run(*args: str, env: dict[str, str] | None = None):
     return CliRunner().invoke(cli, ["audit", *args], env=env, catch_exceptions=False)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CONTRACT)
 def test_cli_verify_exit_codes_and_messages(tmp_path, kind):
     path = log_path(tmp_path, kind)
     records = filled(path, 4)
@@ -1403,6 +1433,9 @@ def test_cli_verify_exit_codes_and_messages(tmp_path, kind):
         conn.execute("UPDATE audit_records SET decision = 'deny' WHERE sequence = 2")
         conn.close()
         problem = "column `decision` holds `deny` but the record says `approve` (the row was edited)"
+    elif kind == "postgres":
+        postgres_sql(path, "UPDATE audit_records SET body = replace(body, '\"AAPL\"', '\"AAPX\"') WHERE sequence = 2")
+        problem = "the hash does not match the record's content (the record was changed)"
     else:
         _lines(lambda ls: [ls[0], ls[1].replace('"AAPL"', '"AAPX"'), *ls[2:]])(path)
         problem = "the hash does not match the record's content (the record was changed)"
@@ -1434,7 +1467,7 @@ def test_cli_bad_time_is_a_usage_error(tmp_path, command, option):
     assert option in result.stderr and "`last tuesday` is not an ISO-8601 timestamp" in result.stderr
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CONTRACT)
 def test_cli_query_jsonl_prints_full_records_and_an_unfiltered_dump_is_a_valid_log(tmp_path, kind):
     path = log_path(tmp_path, kind)
     records = filled(path, 5)
@@ -1510,7 +1543,7 @@ def test_cli_takes_the_audit_path_from_the_environment_and_documents_it(tmp_path
         assert "PROTECT_AUDIT" in help_text and "audit.sqlite" in help_text and "Example:" in help_text
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CONTRACT)
 def test_records_larger_than_a_read_chunk_round_trip_and_the_chain_continues(tmp_path, kind):
     path = log_path(tmp_path, kind)
     big = make_record("big1")
@@ -1522,3 +1555,36 @@ def test_records_larger_than_a_read_chunk_round_trip_and_the_chain_continues(tmp
     records = stored(path)
     assert records[0]["request"] == big["request"]
     assert [r["sequence"] for r in records] == [1, 2] and verify(path).ok
+
+
+# ------------------------------------------------------------------------- SQLite page size
+
+
+def _page_size(path) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_a_new_sqlite_log_has_16_kb_pages_and_an_old_one_keeps_its_own(tmp_path):
+    import sqlite3
+
+    new = tmp_path / "new.sqlite"
+    with open_audit(new) as log:
+        log.append([make_record("n1")])
+    assert _page_size(new) == 16384
+
+    old = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(old)  # a log created by an engine that left SQLite's 4 KB pages
+    conn.execute("PRAGMA page_size=4096")
+    conn.execute("CREATE TABLE placeholder (x)")
+    conn.execute("DROP TABLE placeholder")
+    conn.close()
+    with open_audit(old) as log:
+        log.append([make_record("o1"), make_record("o2")])
+        assert log.verify().ok and log.verify().count == 2
+    assert _page_size(old) == 4096

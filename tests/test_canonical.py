@@ -7,13 +7,19 @@ name, and the version 1 log under tests/audit_v1/ was written by an earlier engi
 
 from __future__ import annotations
 
+import enum
 import json
+import uuid
+from collections import OrderedDict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protection_rules.audit import open_audit
-from protection_rules.canonical import canonical_json, content_hash, sha256_hex
+from protection_rules.canonical import canonical_bytes, canonical_json, content_hash, sha256_hex
 from protection_rules.policy import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,3 +68,84 @@ def test_a_stored_version_1_chain_still_hashes_and_verifies(tmp_path):
     with open_audit(copy, mode="read") as log:
         result = log.verify()
     assert (result.ok, result.count) == (True, len(lines))
+
+
+# ------------------------------------------------ the fast encoder writes the reference's bytes
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Level(enum.IntEnum):
+    HIGH = 2
+
+
+class Text(str):
+    pass
+
+
+# every kind of value either encoder might meet: floats of every magnitude (those under 1e-4,
+# NaN and infinities included), ints past 64 bits, any text (lone surrogates too), keys that
+# are not strings, tuples, and types one encoder takes and the other refuses
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.floats(min_value=-1e-3, max_value=1e-3)
+    | st.text()
+    | st.sampled_from([Colour.RED, Level.HIGH, Text("sub"), uuid.UUID(int=7), datetime(2026, 1, 1, tzinfo=UTC)])
+)
+keys = st.text() | st.integers(-3, 3) | st.just(Text("k"))
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(keys, inner, max_size=4)
+        | st.dictionaries(st.text(), inner, max_size=4).map(OrderedDict)
+    ),
+    max_leaves=25,
+)
+
+
+def reference(value):
+    """What the hash chain was built on: the canonical text, UTF-8 encoded; or the error it raises."""
+    try:
+        return canonical_json(value).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        return type(exc)
+
+
+def fast(value):
+    try:
+        return canonical_bytes(value)
+    except (TypeError, ValueError) as exc:
+        return type(exc)
+
+
+@settings(max_examples=1500)
+@given(values)
+def test_canonical_bytes_is_the_reference_byte_for_byte(value):
+    expected = reference(value)
+    got = fast(value)
+    if isinstance(expected, type):  # refused: refused too, as the same kind of error
+        assert isinstance(got, type) and (issubclass(got, expected) or issubclass(expected, got))
+    else:
+        assert got == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [1e-05, 5e-324, -1e-07, float("nan"), [float("inf")], {"x": Colour.RED}, {"u": uuid.UUID(int=1)}, 2**64, {1: "a"}, "\ud800"],
+)
+def test_values_orjson_writes_otherwise_get_the_reference(value):
+    assert fast(value) == reference(value)
+
+
+def test_a_cycle_is_refused_as_the_reference_refuses_it():
+    loop: list = []
+    loop.append(loop)
+    assert fast(loop) is reference(loop) is ValueError

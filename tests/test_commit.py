@@ -56,9 +56,10 @@ FORGERIES = {
 }
 
 
-@pytest.fixture(params=["audit.sqlite", "audit.jsonl"])
+@pytest.fixture(params=["audit.sqlite", "audit.jsonl", "postgres"])
 def audited(request, tmp_path):
-    sink = open_audit(tmp_path / request.param)
+    target = request.getfixturevalue("postgres_url") if request.param == "postgres" else tmp_path / request.param
+    sink = open_audit(target)
     store = MemoryStateStore()
     yield Engine.from_policy(state=store, audit=sink), store
     sink.close()
@@ -147,3 +148,15 @@ def test_cli_commit_refuses_a_forged_decision_with_exit_3(tmp_path):
         assert _stored(tmp_path / "state.sqlite") is None
     result = runner.invoke(cli, ["commit", str(real)], env=env)
     assert (result.exit_code, json.loads(result.output)["applied"]) == (0, True)
+
+
+def test_a_decision_id_commits_the_recorded_decision_once(audited):
+    engine, store = audited
+    decision = engine.evaluate(FAILING)
+    with pytest.raises(DecisionInvalid) as caught:
+        engine.commit("0" * 32)
+    assert caught.value.issues[0].code == "decision-not-recorded"
+    assert store.load("INTC") is None
+    assert engine.commit(decision.decision_id) is True
+    assert engine.commit(decision.decision_id) is False
+    assert store.load("INTC") == AssetState(grace=GraceState(at(NOW), 0.05))

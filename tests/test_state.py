@@ -1,4 +1,4 @@
-"""The state store contract, run over both backends, and the engine's use of it."""
+"""The state store contract, run over every backend (memory, SQLite, PostgreSQL), and the engine's use of it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from protection_rules.errors import AuditError, DecisionInvalid, InputInvalid
 from protection_rules.models import AssetState, GraceState, PositionEvent
 from protection_rules.policy import load_policy
 from protection_rules.resources import default_policy_path
-from protection_rules.state import MemoryStateStore, SqliteStateStore
+from protection_rules.state import MemoryStateStore, SqliteStateStore, open_state
 from protection_rules.timestamps import parse_instant as at
 
 NOW = "2026-03-12T09:00:00Z"
@@ -21,9 +21,12 @@ LATER = at("2026-12-01T00:00:00Z")  # the wall clock of the core designation tes
 RULES = load_policy(default_policy_path()).protections["core_asset_immunity"]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request, tmp_path):
-    backend = MemoryStateStore() if request.param == "memory" else SqliteStateStore(tmp_path / "state.sqlite")
+    if request.param == "postgres":
+        backend = open_state(request.getfixturevalue("postgres_url"))
+    else:
+        backend = MemoryStateStore() if request.param == "memory" else SqliteStateStore(tmp_path / "state.sqlite")
     yield backend
     backend.close()
 

@@ -35,7 +35,7 @@ damage further back is found only by `verify`.
 applies. `query(RecordFilter(...))` returns records of all kinds in sequence order; `stats`
 counts decisions only.
 
-Backends (`open_audit` picks by suffix):
+Backends (`open_audit` picks: a `postgresql://` URL, else by suffix):
 
 - `SqliteAuditLog` (default): one SQLite file in WAL mode, schema created and migrated here
   (table `schema_version`; version 2 added `kind`, migrated in place when a version 1 file is
@@ -46,6 +46,14 @@ Backends (`open_audit` picks by suffix):
   chain, insert the batch), waiting up to `timeout` seconds for other writers, so threads and
   processes can share a file, and a failed or killed batch writes none of its records.
   Commits use `synchronous=FULL`.
+- `PostgresAuditLog` (`postgresql://...`, the `postgres` extra): the SQLite layout in a
+  PostgreSQL database (table `audit_records`, schema versioned in `audit_schema_version`,
+  created and migrated here), for several writers on several hosts sharing one chain. Each
+  append is one transaction that takes a transaction-level advisory lock before it checks the
+  end of the chain, so appends are serialised by the database; `sequence` is the primary key
+  and `prev_hash` unique, so no two records can chain onto the same one even without the lock.
+  The lock wait is bounded by `timeout` (lock_timeout); a database that is down or refuses is an
+  `AuditError` naming the URL without its password.
 - `JsonlAuditLog` (`*.jsonl`): one canonical record per line, for piping and shipping. Appends
   hold `fcntl.flock` around read-the-end + write + fsync; a failed write is truncated away. A
   writer killed mid-append leaves an incomplete last line and/or a last batch shorter than its
@@ -64,10 +72,11 @@ Backends (`open_audit` picks by suffix):
 A decision that was written whole but whose process died before returning it stays recorded
 (in both backends): recorded but never acted upon is the safe side of "record before return".
 
-Every failure to open, read or write raises `AuditError` (exit code 4) naming the file.
+Every failure to open, read or write raises `AuditError` (exit code 4) naming the file (or URL).
 
 Modules: `chain` (kinds, canonical JSON, hashing, sealing, whole-chain and end-of-chain checks),
-`query` (`RecordFilter`, stats), `sqlite` and `jsonl` (the backends), `base` (the `AuditSink`
+`query` (`RecordFilter`, stats), `sql` (the row layout and the reading the SQL backends share), `sqlite`,
+`postgres` and `jsonl` (the backends), `base` (the `AuditSink`
 protocol, the checks on what is appended, file plumbing). The backends share those modules' public names and nothing else.
 """
 
@@ -76,8 +85,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..canonical import canonical_json
+from ..postgres import database_url
 from .base import AuditSink, Mode, UnwritableAudit
 from .chain import (
     EVENT_FIELDS,
@@ -89,9 +100,24 @@ from .chain import (
     record_hash,
     record_kind,
 )
-from .jsonl import JsonlAuditLog
 from .query import RecordFilter
-from .sqlite import SCHEMA_VERSION, SqliteAuditLog
+
+if TYPE_CHECKING:
+    from .jsonl import JsonlAuditLog
+    from .postgres import PostgresAuditLog
+    from .sqlite import SCHEMA_VERSION, SqliteAuditLog
+
+# each backend is imported when first used: a command that writes SQLite never loads JSON Lines
+_BACKENDS = {"JsonlAuditLog": ".jsonl", "SqliteAuditLog": ".sqlite", "SCHEMA_VERSION": ".sqlite"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _BACKENDS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_BACKENDS[name], __name__), name)
+
 
 __all__ = [
     "EVENT_FIELDS",
@@ -115,12 +141,22 @@ __all__ = [
 
 def open_audit(
     path: str | Path, *, clock: Callable[[], float] = time.time, mode: Mode = "append"
-) -> SqliteAuditLog | JsonlAuditLog:
+) -> SqliteAuditLog | JsonlAuditLog | PostgresAuditLog:
     """Open (creating parent folders and the file) the audit log at `path`.
 
-    A path ending in `.jsonl` is a `JsonlAuditLog`, anything else a `SqliteAuditLog`. With
-    `mode="read"` the file must already exist and is never created, migrated or written.
+    A `postgresql://` URL is a `PostgresAuditLog` (the `postgres` extra), a path ending in
+    `.jsonl` a `JsonlAuditLog`, anything else a `SqliteAuditLog`. With `mode="read"` the log
+    must already exist and is never created, migrated or written.
     """
+    url = database_url(path)
+    if url is not None:
+        from .postgres import PostgresAuditLog
+
+        return PostgresAuditLog(url, clock=clock, mode=mode)
     if str(path).lower().endswith(".jsonl"):
+        from .jsonl import JsonlAuditLog
+
         return JsonlAuditLog(path, clock=clock, mode=mode)
+    from .sqlite import SqliteAuditLog
+
     return SqliteAuditLog(path, clock=clock, mode=mode)

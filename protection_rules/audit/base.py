@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, Self
 
 from ..errors import AuditError, os_reason
+from ..postgres import redact
 from ..probing import probe_result
 from .chain import check_batch, check_event
 
@@ -40,7 +41,7 @@ class UnwritableAudit:
     """Stands in for an audit log that cannot be opened: every call fails, so every decision denies."""
 
     def __init__(self, path: str, problem: str):
-        self.path, self.problem = path, problem
+        self.path, self.problem = redact(path), problem  # a URL's password goes no further
 
     def append(self, records: Sequence[Mapping[str, Any]]) -> None:
         raise AuditError(self.problem)

@@ -6,11 +6,12 @@ described in the package docstring (`protection_rules.audit`)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..canonical import canonical_json, content_hash, sha256_hex
+from ..canonical import canonical_bytes, content_hash
 from ..errors import AuditError
 from ..timestamps import MICROS_PER_SECOND, format_instant, parse_instant
 
@@ -125,7 +126,7 @@ class Sealed:
 
     @property
     def line(self) -> str:
-        return canonical_json(self.stored) + "\n"
+        return canonical_bytes(self.stored).decode("utf-8") + "\n"
 
 
 def check_batch(records: Sequence[Mapping[str, Any]], path: str) -> list[Mapping[str, Any]]:
@@ -198,8 +199,9 @@ def seal(batch: Sequence[Mapping[str, Any]], sequence: int, prev_hash: str, reco
         full = {key: value for key, value in record.items() if key not in SINK_FIELDS}
         full.update(sequence=sequence, recorded_at=recorded_at, prev_hash=prev_hash, batch=dict(stamp))
         try:
-            body = canonical_json(full)
-            prev_hash = sha256_hex(body)  # UTF-8 encoding fails on a lone surrogate: a ValueError too
+            encoded = canonical_bytes(full)  # UTF-8 encoding fails on a lone surrogate: a ValueError too
+            prev_hash = hashlib.sha256(encoded).hexdigest()
+            body = encoded.decode("utf-8")
         except (TypeError, ValueError) as exc:
             name = f"decision `{record['decision_id']}`" if "decision_id" in record else f"a {record_kind(record)} record"
             raise AuditError(

@@ -10,25 +10,18 @@ environment variable.
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from typing import Any
 
 import click
 
 from .. import __version__
 from ..errors import InputInvalid, OutputError, ProtectionRulesError
+from ..errors import error_report as error_document
 from ..reporting import issues_text, to_json_line
-from .audit import audit
-from .commit import commit
-from .diff import diff
-from .evaluate import evaluate
-from .fmt import fmt
 from .options import FORMAT_KEY, JSON_NAMES, finish_output, report_file
-from .rebalance import rebalance
-from .state import state
-from .test import test_command
-from .validate import validate
 
 EXIT_CODES_HELP = """\b
 Exit codes (every command):
@@ -92,6 +85,44 @@ class ProtectGroup(click.Group):
             finish_output(ctx, keep=keep)
 
 
+class LazyCommands(MutableMapping[str, click.Command]):
+    """A group's subcommands by name, each imported the first time it is looked up.
+
+    A cold `protect evaluate` then pays only for what evaluating imports: not the audit
+    backends of `protect audit`, the reports of `protect diff` or jsonschema for `validate`.
+    Listing the names imports nothing; `protect --help` imports every command for its summary.
+    """
+
+    def __init__(self, targets: dict[str, str]):
+        self._targets = dict(targets)  # name -> "module:attribute", relative to this package
+        self._loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self._loaded:
+            module, _, attribute = self._targets[name].partition(":")
+            command = getattr(importlib.import_module(module, __package__), attribute)
+            name_envvars(command, f"{ENV_PREFIX}_{name}")
+            self._loaded[name] = command
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._targets.setdefault(name, "")
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._targets[name]
+        self._loaded.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._targets)
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._targets
+
+
 def describe(exc: ProtectionRulesError) -> str:
     """Every issue of an invalid input on its own line; any other error as one line."""
     if isinstance(exc, InputInvalid) and exc.issues:
@@ -104,8 +135,7 @@ def error_report(exc: ProtectionRulesError | click.ClickException) -> dict[str, 
     if isinstance(exc, click.ClickException):
         code = "usage" if isinstance(exc, click.UsageError) else "error"
         return {"error": {"code": code, "message": exc.format_message(), "exit_code": exc.exit_code, "issues": []}}
-    issues = [issue.to_dict() for issue in getattr(exc, "issues", ())]
-    return {"error": {"code": exc.code, "message": str(exc), "exit_code": exc.exit_code, "issues": issues}}
+    return error_document(exc)
 
 
 def report_error(ctx: click.Context, exc: ProtectionRulesError | click.ClickException) -> bool:
@@ -195,15 +225,20 @@ def cli() -> None:
     """Approve or deny portfolio position changes under a versioned protection policy."""
 
 
-cli.add_command(validate)
-cli.add_command(evaluate)
-cli.add_command(commit)
-cli.add_command(state)
-cli.add_command(audit)
-cli.add_command(fmt)
-cli.add_command(test_command)
-cli.add_command(diff)
-cli.add_command(rebalance)
+cli.commands = LazyCommands(
+    {
+        "validate": ".validate:validate",
+        "evaluate": ".evaluate:evaluate",
+        "commit": ".commit:commit",
+        "state": ".state:state",
+        "audit": ".audit:audit",
+        "fmt": ".fmt:fmt",
+        "test": ".test:test_command",
+        "diff": ".diff:diff",
+        "rebalance": ".rebalance:rebalance",
+        "serve": ".serve:serve",
+    }
+)
 
 
 def main() -> None:

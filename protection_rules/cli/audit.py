@@ -16,7 +16,7 @@ from ..policy_source import read_policy_source
 from ..replay import ReplayReport, replay_audit
 from ..reporting import to_json_line
 from ..timestamps import format_instant, parse_instant
-from .options import echo_report, existing, format_option, output_option, say, verbosity, verbosity_options
+from .options import echo_report, existing, existing_audit, format_option, output_option, say, verbosity, verbosity_options
 from .progress import progress_bar
 
 _audit_option = click.option(
@@ -27,7 +27,7 @@ _audit_option = click.option(
     default=lambda: str(default_audit_path()),
     show_default=str(default_audit_path()),
     metavar="PATH",
-    help="The audit log: SQLite, or JSON Lines when the name ends in .jsonl.",
+    help="The audit log: SQLite, JSON Lines when the name ends in .jsonl, or a postgresql:// URL.",
 )
 
 
@@ -76,7 +76,7 @@ def _filter_options(*, kinds: bool) -> Callable[[Callable[..., Any]], Callable[.
 
 
 def _opened(path: str) -> SqliteAuditLog | JsonlAuditLog:
-    return open_audit(existing(path), mode="read")
+    return open_audit(existing_audit(path), mode="read")
 
 
 @click.group()
@@ -205,7 +205,7 @@ def replay(audit_path: str, policy_paths: tuple[str, ...], fmt: str, workers: in
     """
     policies = [read_policy_source(existing(path)) for path in policy_paths]
     with progress_bar("replaying") as advance:
-        report = replay_audit(existing(audit_path), policies, workers=workers, progress=advance)
+        report = replay_audit(existing_audit(audit_path), policies, workers=workers, progress=advance)
     echo_report(to_json_line(report.to_dict()) if fmt == "json" else _replay_text(report))
     vacuous = report.records > 0 and report.replayed == 0
     raise click.exceptions.Exit(1 if report.differences or vacuous else 0)

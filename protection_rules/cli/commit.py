@@ -9,7 +9,7 @@ from ..commit import AuditedDecisions, Committer, decision_document
 from ..errors import InputInvalid
 from ..loading import open_requests
 from ..reporting import to_json_line
-from .options import audit_path_option, audit_target, existing, open_store, state_option
+from .options import audit_path_option, audit_target, existing_audit, open_store, state_option
 
 
 @click.command()
@@ -36,7 +36,7 @@ def commit(decision: str, state_path: str | None, audit_path: str | None) -> Non
         raise InputInvalid(bad)
     for document in documents:  # the documents themselves first, before any store is opened
         decision_document(document.data, source=document.label)
-    with open_audit(existing(str(audit_target(audit_path))), mode="read") as trail:
+    with open_audit(existing_audit(audit_target(audit_path)), mode="read") as trail:
         store = open_store(state_path, for_writing=True)
         try:
             committer = Committer(store, AuditedDecisions(trail))

@@ -8,7 +8,6 @@ invocation), where `echo_report`, `verbosity` and the error handler in `cli/__in
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ import click
 from ..engine import Engine
 from ..errors import AuditError, OutputError, UsageError, os_reason
 from ..paths import AUDIT_ENV, STATE_ENV, default_audit_path, default_state_path
+from ..postgres import database_url
 from ..reading import STDIN
 from ..resources import default_policy_path, policies_dir
 from ..state import StateStore, open_state
@@ -35,7 +35,7 @@ state_option = click.option(
     envvar=STATE_ENV,
     type=click.Path(dir_okay=False),
     default=None,
-    help=f"State store (SQLite). [env {STATE_ENV}; default: {default_state_path()}]",
+    help=f"State store: a SQLite file, or a postgresql:// URL. [env {STATE_ENV}; default: {default_state_path()}]",
 )
 
 
@@ -45,7 +45,10 @@ audit_path_option = click.option(
     envvar=AUDIT_ENV,
     type=click.Path(dir_okay=False),
     default=None,
-    help=f"Audit trail: SQLite, or JSON Lines when the name ends in .jsonl. [env {AUDIT_ENV}; default: {default_audit_path()}]",
+    help=(
+        "Audit trail: SQLite, JSON Lines when the name ends in .jsonl, or a postgresql:// URL. "
+        f"[env {AUDIT_ENV}; default: {default_audit_path()}]"
+    ),
 )
 
 
@@ -54,9 +57,12 @@ def audit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return audit_path_option(fn)
 
 
-def audit_target(path: str | None) -> Path:
-    """The audit trail a command uses: `--audit`, else `$PROTECT_AUDIT`, else the default path."""
-    return Path(path) if path else default_audit_path()
+def audit_target(path: str | None) -> str | Path:
+    """The audit trail a command uses: `--audit`, else `$PROTECT_AUDIT`, else the default path;
+    a postgresql:// URL stays a URL (`postgres.database_url` decides, here as in the API)."""
+    if not path:
+        return default_audit_path()
+    return database_url(path) or Path(path)
 
 
 def open_store(path: str | None, *, for_writing: bool) -> StateStore | None:
@@ -64,8 +70,12 @@ def open_store(path: str | None, *, for_writing: bool) -> StateStore | None:
 
     An explicit path (flag or env) must exist unless the command writes state (a usage error):
     a mistyped path read as "no state" would loosen protections. The default path is used when it
-    exists, or when the command writes state.
+    exists, or when the command writes state. A postgresql:// URL is a database that must hold
+    the schema already unless the command writes state.
     """
+    url = database_url(path)
+    if url is not None:
+        return open_state(url, create=for_writing)
     target = Path(path) if path else default_state_path()
     if not for_writing and not target.exists():
         if path:
@@ -93,6 +103,12 @@ def policy_files(paths: tuple[str, ...]) -> list[str]:
         else:
             files.append(raw if raw == STDIN else existing(raw))
     return files
+
+
+def existing_audit(path: str | Path) -> str | Path:
+    """An audit trail the command reads: a file must exist (else a usage error); a postgresql://
+    URL passes, as opening it read-only checks that the database holds an audit log."""
+    return path if database_url(str(path)) is not None else existing(str(path))
 
 
 def existing(path: str) -> str:
@@ -177,6 +193,8 @@ class ReportOutput:
         folder = self.path.parent
         if not folder.is_dir():
             raise UsageError(f"{folder}: no such folder (for --output {path})")
+        import tempfile  # only --output needs it (with shutil, random...: ~5 ms at start-up)
+
         try:
             fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.", suffix=".tmp")
         except OSError as exc:

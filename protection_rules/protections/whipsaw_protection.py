@@ -29,13 +29,25 @@ def in_window(events: Sequence[PositionEvent], now: int, period: int) -> list[Po
 def unblocks_at(events: Sequence[PositionEvent], now: int, period: int, max_cycles: int) -> int | None:
     """The earliest `t > now` at which, with no new events, fewer than `max_cycles` cycles remain.
 
-    Each event leaves the window at `at + period`; dropping the oldest events can only lower
-    the count, so the first such instant at which the count falls below the limit is the answer.
+    Each event leaves the window at `at + period`, so what remains after a leave time is a
+    suffix of the window in time order. One pass from the right counts the cycles of every
+    suffix (from an unarmed and from an armed start); one pass from the left then takes the
+    first leave time whose suffix is under the limit. O(n log n) for the sort, O(n) after it.
     """
-    window = in_window(events, now, period)
-    for leave in sorted({e.at + period for e in window}):
-        if completed_cycles([e for e in window if e.at + period > leave]) < max_cycles:
-            return leave
+    window = sorted(in_window(events, now, period), key=lambda e: e.at)  # stable: ties keep their order
+    remaining = [0] * (len(window) + 1)  # remaining[i]: cycles in window[i:], walked from unarmed
+    unarmed = armed = 0
+    for index in range(len(window) - 1, -1, -1):
+        if window[index].type == "open":
+            unarmed = armed
+        else:
+            armed = unarmed + 1
+        remaining[index] = unarmed
+    for index, event in enumerate(window):
+        # events at one instant leave together; a suffix only loses cycles as it shrinks, so if
+        # the events after this one are under the limit, so are those after its whole instant
+        if remaining[index + 1] < max_cycles:
+            return event.at + period
     return None
 
 

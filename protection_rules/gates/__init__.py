@@ -1,0 +1,1 @@
+"""Generated schema gates: see protection_rules/schema_gates.py."""
