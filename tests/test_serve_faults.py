@@ -183,6 +183,8 @@ def test_kill_9_of_one_server_mid_load(servers, postgres_url, capsys):
         resumed = load.resumed_after(fault, 30)
         load.wait_for(len(load.received) + 200)
     assert processes[0].wait(10) == -signal.SIGKILL
+    # the threads on the killed server felt it: a typed error (checked below), then the other server
+    assert load.failures
     with Client(urls[1], TOKEN, retries=0) as survivor:
         decision = survivor.evaluate({"asset": "Z", "action": "open", "current_date": NOW})
         assert decision.approved and not decision.errors
