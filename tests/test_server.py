@@ -36,7 +36,10 @@ ENDPOINTS = [
 class Service:
     """An app over an engine with a memory state store and a SQLite audit trail in tmp_path."""
 
+    made: list[Service] = []  # every one built by a test, closed after it (see close_services)
+
     def __init__(self, tmp_path, *, limits: Limits | None = None, audit: Any = None, engine: Engine | None = None, **options):
+        Service.made.append(self)
         self.store = MemoryStateStore()
         self.audit = audit if audit is not None else open_audit(tmp_path / "audit.sqlite")
         self.engine = engine or Engine.from_policy(state=self.store, audit=self.audit)
@@ -52,11 +55,18 @@ class Service:
         return list(self.audit.records())
 
 
+@pytest.fixture(autouse=True)
+def close_services():
+    """Close the audit trail of every Service a test built (Python 3.13 warns of an unclosed
+    SQLite connection, and warnings are errors)."""
+    yield
+    while Service.made:
+        Service.made.pop().audit.close()
+
+
 @pytest.fixture
 def service(tmp_path):
-    made = Service(tmp_path)
-    yield made
-    made.audit.close()
+    return Service(tmp_path)
 
 
 def error(response) -> dict[str, Any]:

@@ -152,7 +152,11 @@ def serve(
     import uvicorn  # the `serve` extra: build() said so if it is missing
     from uvicorn.supervisors import Multiprocess
 
-    sock = listen(host, port)
+    try:
+        sock = listen(host, port)
+    except BaseException:
+        _close(resources)  # an unknown host or a taken port: nothing was served
+        raise
     stopping = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         click.echo(f"protect serve: listening on http://{host}:{sock.getsockname()[1]} ({workers} worker(s))", err=True)
