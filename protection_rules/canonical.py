@@ -54,25 +54,34 @@ def _orjson_agrees(value: Any) -> bool:
     `1e-06`), NaN and infinity as `null` (the reference refuses them), and encodes some types the
     reference refuses (UUID, Enum, Fragment): so only the exact JSON types pass, floats checked.
     """
+    kind = type(value)
+    if kind is not dict and kind is not list and kind is not tuple:
+        return _scalar_agrees(value)
+    # only containers go on the stack: each scalar is checked where it is found
     stack = [value]
-    pop, extend = stack.pop, stack.extend
+    pop, push = stack.pop, stack.append
     containers = 0
     while stack:
         item = pop()
-        kind = type(item)
-        if kind is str or kind is int or kind is bool or item is None:
-            continue
-        if kind is dict or kind is list or kind is tuple:
-            containers += 1
-            if containers > _WALK_LIMIT:
-                return False
-            extend(item.values() if kind is dict else item)
-        elif kind is float:
-            if not (1e-4 <= abs(item) < _INFINITY or item == 0.0):  # NaN fails both comparisons
-                return False
-        else:
+        containers += 1
+        if containers > _WALK_LIMIT:
             return False
+        for element in item.values() if type(item) is dict else item:
+            kind = type(element)
+            if kind is str or kind is int or kind is bool or element is None:
+                continue
+            if kind is dict or kind is list or kind is tuple:
+                push(element)
+            elif kind is not float or not (1e-4 <= abs(element) < _INFINITY or element == 0.0):  # NaN fails both
+                return False
     return True
+
+
+def _scalar_agrees(value: Any) -> bool:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    return kind is float and (1e-4 <= abs(value) < _INFINITY or value == 0.0)
 
 
 def _refuse(value: Any) -> Any:

@@ -478,12 +478,17 @@ def _as_received(request: Any) -> Any:
     """The request as JSON for the audit trail; what cannot be JSON is kept as its repr."""
     if isinstance(request, ProtectionRequest):
         return request.to_dict()
-    for candidate in (request, instants_as_text(request)[0]):
-        try:
-            canonical_bytes(candidate)  # as the audit trail will hash it: half a character is refused too
-            return candidate
-        except (TypeError, ValueError):
-            continue
+    try:
+        canonical_bytes(request)  # as the audit trail will hash it: half a character is refused too
+        return request
+    except (TypeError, ValueError):
+        pass
+    try:  # only then look for datetimes a Python caller handed in (a walk over the whole request)
+        candidate = instants_as_text(request)[0]
+        canonical_bytes(candidate)
+        return candidate
+    except (TypeError, ValueError):
+        pass
     return {"unparsed": repr(request)[:100_000]}  # repr escapes what is not text
 
 

@@ -270,6 +270,35 @@ def test_a_malformed_record_is_refused_naming_the_file_and_the_record(tmp_path, 
     assert stored(path) == []
 
 
+@pytest.mark.parametrize("kind", CONTRACT)
+@pytest.mark.parametrize(
+    "forged",
+    [
+        {"sequence": 99},
+        {"prev_hash": "f" * 64},
+        {"recorded_at": "1999-01-01T00:00:00Z"},
+        {"batch": {"first": 7, "size": 9}},
+        {"hash": "0" * 64},
+    ],
+    ids=["sequence", "prev_hash", "recorded_at", "batch", "hash"],
+)
+def test_the_sink_replaces_its_own_fields_a_record_carries(tmp_path, kind, forged):
+    path = log_path(tmp_path, kind)
+    record = {**make_record("d1"), **forged}
+    with open_audit(path, clock=lambda: 1773302400.0) as log:
+        log.append([record])
+        result = log.verify()
+    (kept,) = stored(path)
+    assert (kept["sequence"], kept["prev_hash"], kept["recorded_at"], kept["batch"]) == (
+        1,
+        "0" * 64,
+        "2026-03-12T08:00:00Z",
+        {"first": 1, "size": 1},
+    )
+    assert kept["hash"] == record_hash(kept) and result.ok and result.head == kept["hash"]
+    assert {key: kept[key] for key in make_record("d1")} == make_record("d1")
+
+
 def test_sqlite_refuses_a_duplicate_decision_id(tmp_path):
     path = tmp_path / "audit.sqlite"
     filled(path, 2)

@@ -44,6 +44,7 @@ RECORD_FIELDS = (
     "decision_time_ms",
 )
 SINK_FIELDS = ("sequence", "recorded_at", "prev_hash", "batch", "hash")
+_RECORD_KEYS = frozenset(RECORD_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +139,8 @@ def check_batch(records: Sequence[Mapping[str, Any]], path: str) -> list[Mapping
         where = f"{path}: record {index} of {len(batch)}"
         if not isinstance(record, Mapping):
             raise AuditError(f"{where}: not a mapping")
-        missing = [key for key in RECORD_FIELDS if key not in record]
-        if missing:
+        if not record.keys() >= _RECORD_KEYS:
+            missing = [key for key in RECORD_FIELDS if key not in record]
             raise AuditError(f"{where}: missing {', '.join(f'`{key}`' for key in missing)}")
         if record["kind"] != "decision":
             raise AuditError(
@@ -196,7 +197,10 @@ def seal(batch: Sequence[Mapping[str, Any]], sequence: int, prev_hash: str, reco
     sealed = []
     for index, record in enumerate(batch, start=1):
         sequence += 1
-        full = {key: value for key, value in record.items() if key not in SINK_FIELDS}
+        if record.keys().isdisjoint(SINK_FIELDS):  # the engine's records: a plain copy, in C
+            full = dict(record)
+        else:
+            full = {key: value for key, value in record.items() if key not in SINK_FIELDS}
         full.update(sequence=sequence, recorded_at=recorded_at, prev_hash=prev_hash, batch=dict(stamp))
         try:
             encoded = canonical_bytes(full)  # UTF-8 encoding fails on a lone surrogate: a ValueError too
