@@ -26,6 +26,15 @@ BATCH = 1000
 
 
 def peak_mb() -> float:
+    # VmHWM is this process image's own peak: getrusage's ru_maxrss survives exec on Linux, so
+    # a side started by a big parent (bench_speed.py) would report the parent's peak
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
