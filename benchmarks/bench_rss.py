@@ -2,7 +2,7 @@
 
 Run:  .venv/bin/python benchmarks/bench_rss.py [--decisions 1000000] [--audit]
 
-Each side runs in a fresh process and reports its peak RSS (getrusage ru_maxrss) at 1%, 10%,
+Each side runs in a fresh process and reports its peak RSS (VmHWM, else getrusage ru_maxrss) at 1%, 10%,
 50% and 100% of the decisions: the plain-Python policy of bench_evaluate.py (the floor: an
 interpreter holding the same 1,000 seeded requests, which both sides cycle through) and
 `Engine.evaluate_many` in batches of 1,000, audit off (or, with --audit, into a SQLite audit
