@@ -7,6 +7,7 @@ engines with the same state store borrow them (`_workers`) rather than start the
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -292,3 +293,37 @@ def test_protect_evaluate_workers_prints_and_records_as_one_process(tmp_path: Pa
                 decision.pop(key)
     assert outputs[0] == outputs[1] and len(outputs[1]) == len(lines) + 1
     assert outputs[1][300]["line"] == 301 and outputs[1][300]["errors"]
+
+
+def counter() -> Any:
+    numbers = itertools.count()
+    return lambda: f"id{next(numbers)}"
+
+
+def test_ids_come_from_the_engines_new_id_in_input_order(folder: Path, engine: Engine) -> None:
+    requests = [r for r in mix(MIN_BATCH + 50, seed=21) if as_json(r)]
+    decided = []
+    for workers in (1, 2):
+        with Engine.from_policy(state=str(folder / "state.sqlite"), audit=None, new_id=counter()) as fresh:
+            fresh._workers = engine._workers
+            decided.append([d.to_dict() for d in fresh.evaluate_many(requests, workers=workers)])
+            fresh._workers = None
+    for decisions in decided:
+        for decision in decisions:
+            decision.pop("decision_time_ms")
+    assert decided[0] == decided[1]
+    assert [d["decision_id"] for d in decided[1]] == [f"id{n}" for n in range(1, len(requests) + 1)]
+    assert {d["trace_id"] for d in decided[1]} == {"id0"}
+
+
+def test_the_workers_stay_between_calls_until_close() -> None:
+    requests = mix(MIN_BATCH, seed=22)
+    with Engine.from_policy(audit=None) as fresh:
+        fresh.evaluate_many(requests, workers=2)
+        pool = fresh._workers._pool
+        pids = pool.pids()
+        fresh.evaluate_many(requests, workers=2)
+        assert fresh._workers._pool is pool and pool.pids() == pids and len(pids) == 2
+    for pid in pids:  # stopped and reaped by close()
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
