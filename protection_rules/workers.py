@@ -11,10 +11,10 @@ in input order, on the one hash chain), metrics and alerts.
 
 A decision comes back without its trace when the rule network made it: the trace stays lazy
 here, as in one process. It is read from the audit record when there is one (the record holds
-the whole decision), else written again, when first read, by the same `assemble` from what
-the worker decided from: the request as sent (its pickled bytes), the state the store gave and
-the rules that fired. So every trace is complete and exact, and costs nothing until read. Any
-other decision (invalid input, an error) comes back whole.
+the whole decision), else written again, when first read, by the same `assemble` from the
+context the worker decided from (the checked request and the state, sent as msgpack) and the
+rules that fired. So every trace is complete and exact, and costs nothing until read. Any other
+decision (invalid input, an error) comes back whole.
 
 The pool (`EngineWorkers`) starts with the first batch that needs it and lives until
 `Engine.close()`. Batches of fewer than `MIN_BATCH` requests are decided in this process. A
@@ -24,6 +24,7 @@ whose decision had not come back (to the whole batch in `evaluate_many`).
 
 from __future__ import annotations
 
+import os
 import pickle
 import threading
 import time
@@ -34,20 +35,22 @@ from itertools import chain, islice
 from multiprocessing.util import Finalize
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from msgspec.structs import force_setattr, replace
 
 from .compiler import CompiledPolicy, compile_policy
 from .decision import _trace, assemble
+from .engine import Engine, _as_received, _Evaluated, _random_id
 from .errors import EngineFailure, Issue, StateError, UsageError
-from .facts import FactSource, enrich, resolve_context
+from .facts import FactSource, enrich
 from .loading import RequestDocument
-from .models import AssetState, LazyTrace, ProtectionRequest, ProtectionResult
+from .models import LazyTrace, ProtectionResult
 from .parallel import WorkerPool, chunked, ordered_map
-from .parsing import parse_request
+from .protections import Context
 from .state import open_state
 
 if TYPE_CHECKING:
-    from .engine import Engine, _Evaluated, _InForce
+    from .engine import _InForce
 
 # Fewer requests than this are decided in the engine's process: sending them costs more than
 # a second core gives back (benchmarks/bench_workers.py measures the break-even).
@@ -57,6 +60,8 @@ MIN_BATCH = 500
 CHUNK = 250
 
 _WHOLE, _LAZY, _HERE = 0, 1, 2  # how a worker sends a decision back (`_HERE`: decide it in the engine's process)
+_ENCODER = msgspec.msgpack.Encoder()
+_CONTEXT_DECODER = msgspec.msgpack.Decoder(Context)
 
 
 class EngineWorkers:
@@ -187,71 +192,69 @@ class _Run:
                 yield item, self.here(item)
             return
         source = chain(head, pending)
-        outstanding: deque[tuple[Any, ...]] = deque()  # prepared, not yet come back
+        outstanding: deque[Any] = deque()  # sent, not yet come back
 
-        def prepared() -> Iterator[tuple[Any, ...]]:
+        def sent() -> Iterator[Any]:
             for item in source:
-                entry = self._prepare(item)
-                outstanding.append(entry)
-                yield entry
+                outstanding.append(item)
+                yield item
 
         owner = workers_of(self.engine)
         pool = owner.acquire(self.workers, self.state_target)
         try:
-            chunks = ordered_map(_decide_chunk, chunked(prepared(), CHUNK), setup=_start, pool=pool, send=self._send)
+            chunks = ordered_map(_decide_chunk, chunked(sent(), CHUNK), setup=_start, pool=pool, send=self._send)
             for chunk, answers in chunks:
-                for entry, answer in zip(chunk, answers, strict=True):
+                for item, answer in zip(chunk, answers, strict=True):
                     outstanding.popleft()
-                    yield entry[0], self._read(entry, answer)
+                    yield item, self._read(item, answer)
         except Exception as exc:  # the fail-closed boundary: a dead worker, a refused message, a bug
             self.failure = exc
         finally:
             owner.release()
         if self.failure is not None:
             # what had not come back, and everything after it, is a deny: never a silent gap
-            for item in chain((entry[0] for entry in outstanding), source):
+            for item in chain(outstanding, source):
                 yield item, self.failed(item, self.failure)
 
-    def _prepare(self, item: Any) -> tuple[Any, ...]:
-        """(item, request, label, pickled request, decision id); no request: decide it here."""
-        split = self.split(item)
-        if split is None:
-            return (item, None, None, None, None)
-        request, label = split
+    def _send(self, chunk: Sequence[Any]) -> tuple[Any, ...]:
+        """The message for a chunk: each request with its label and decision id (drawn here, in
+        input order, from the engine's `new_id`), pickled here so that a request that cannot be
+        pickled is found (and decided here) rather than failing the pool."""
+        splits = [self.split(item) for item in chunk]
+        ids = self._ids(sum(split is not None for split in splits))
+        entries = [None if split is None else (*split, next(ids)) for split in splits]
         try:
-            blob = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:  # what cannot cross to a worker is decided here, as in one process
-            return (item, request, label, None, None)
-        return (item, request, label, blob, self.engine._new_id())
-
-    def _send(self, chunk: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
-        entries = [None if blob is None else (blob, label, decision_id) for _, _, label, blob, decision_id in chunk]
+            blob = pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            blob = pickle.dumps([_picklable(entry) for entry in entries], protocol=pickle.HIGHEST_PROTOCOL)
         recording = self.engine.audit is not None
-        return (self.in_force.compiled.ruleset_name, self.policy, recording, self.explain, self.trace_id, entries)
+        return (self.in_force.compiled.ruleset_name, self.policy, recording, self.explain, self.trace_id, len(chunk), blob)
 
-    def _read(self, entry: tuple[Any, ...], answer: Any) -> _Evaluated:
-        from .engine import _Evaluated
+    def _ids(self, count: int) -> Iterator[str]:
+        new_id = self.engine._new_id
+        if new_id is _random_id:  # the same 128 random bits each, drawn in one call
+            text = os.urandom(16 * count).hex()
+            return (text[start : start + 32] for start in range(0, 32 * count, 32))
+        return (new_id() for _ in range(count))
 
-        item, _, _, blob, _ = entry
-        if answer is None or answer[0] == _HERE:
-            return self.here(item)
-        if answer[0] == _WHOLE:
+    def _read(self, item: Any, answer: Any) -> _Evaluated:
+        kind = answer[0]
+        if kind == _LAZY:
+            _, decision, fired, ctx, received, record = answer
+            if record is not None:  # the record holds the whole decision
+                build = partial(_trace_from_record, record["decision_record"]["trace"])
+            else:
+                build = partial(_trace_again, self.in_force.compiled, self.in_force.sources, ctx, fired, self.explain)
+            force_setattr(decision, "trace", LazyTrace(build))  # a new object, unpickled here: no one else holds it
+            return _Evaluated(decision, received, record)
+        if kind == _WHOLE:
             _, decision, received, record = answer
             return _Evaluated(decision, received, record)
-        _, decision, fired, stored, received, record = answer
-        if record is not None:
-            build = partial(_trace_from_record, record["decision_record"]["trace"])
-        else:
-            compiled, sources = self.in_force.compiled, self.in_force.sources
-            build = partial(_trace_again, compiled, sources, blob, stored, fired, self.explain)
-        force_setattr(decision, "trace", LazyTrace(build))  # a new object, unpickled here: no one else holds it
-        return _Evaluated(decision, received, record)
+        return self.here(item)
 
     def failed(self, item: Any, exc: Exception) -> _Evaluated:
         """An engine-failure deny (state-error when the worker's state store failed), or the
         decision an item that needs no worker gets here anyway."""
-        from .engine import _as_received
-
         split = self.split(item)
         if split is None:
             return self.here(item)
@@ -284,21 +287,24 @@ def _trace_from_record(entries: Sequence[dict[str, Any]]) -> tuple[ProtectionRes
 
 
 def _trace_again(
-    compiled: CompiledPolicy,
-    sources: tuple[FactSource, ...],
-    blob: bytes,
-    stored: AssetState | None,
-    fired: tuple[str, ...],
-    explain: bool,
+    compiled: CompiledPolicy, sources: tuple[FactSource, ...], ctx: bytes, fired: tuple[str, ...], explain: bool
 ) -> tuple[ProtectionResult, ...]:
-    """The trace the worker would have written: the same steps from the same inputs."""
-    request = pickle.loads(blob)
-    if isinstance(request, ProtectionRequest):
-        request = request.to_dict()
-    ctx = resolve_context(parse_request(request), stored)
-    fact = enrich(sources, ctx)
-    decision = assemble(compiled, ctx, fact, fired, trace_id="", decision_id="", engine_version="", explain=explain, started=0.0)
+    """The trace the worker would have written: the same steps from the same context."""
+    context = _CONTEXT_DECODER.decode(ctx)
+    fact = enrich(sources, context)
+    decision = assemble(
+        compiled, context, fact, fired, trace_id="", decision_id="", engine_version="", explain=explain, started=0.0
+    )
     return tuple(decision.trace)
+
+
+def _picklable(entry: tuple[Any, str | None, str] | None) -> tuple[Any, str | None, str] | None:
+    """The entry, or None (decide it here) when its request cannot be pickled."""
+    try:
+        pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return None
+    return entry
 
 
 # ------------------------------------------------------------------------------ in a worker process
@@ -320,8 +326,6 @@ class _Held:
                 self.problem = exc  # told to the engine's process with the first chunk
 
     def engine(self, ruleset_name: str, policy: bytes) -> Engine:
-        from .engine import Engine
-
         engine = self.engines.get(ruleset_name)
         if engine is None:
             compiled = compile_policy(pickle.loads(policy))
@@ -352,24 +356,22 @@ def _start(state_target: str | None) -> _Held:
 
 
 def _decide_chunk(held: _Held, sent: tuple[Any, ...]) -> list[Any]:
-    ruleset_name, policy, recording, explain, trace_id, entries = sent
+    ruleset_name, policy, recording, explain, trace_id, count, blob = sent
     if held.problem is not None:
         raise held.problem
+    try:
+        entries = pickle.loads(blob)
+    except Exception:  # a class this process cannot import: the engine's process decides the chunk
+        return [(_HERE,)] * count
     engine = held.engine(ruleset_name, policy)
     engine.audit = _RECORDING if recording else None  # whether `_evaluate` builds the records
     in_force = engine._in_force
     out: list[Any] = []
     for entry in entries:
         if entry is None:
-            out.append(None)
-            continue
-        blob, label, decision_id = entry
-        try:
-            request = pickle.loads(blob)
-        except Exception:  # a class this process cannot import: the engine's process decides it
             out.append((_HERE,))
             continue
-        held.next_id = decision_id
+        request, label, held.next_id = entry
         done = engine._evaluate(in_force, request, explain=explain, source=label, trace_id=trace_id)
         out.append(_answer(done))
     return out
@@ -379,9 +381,9 @@ def _answer(done: _Evaluated) -> tuple[Any, ...]:
     decision, trace = done.decision, done.decision.trace
     build = getattr(trace, "_build", None) if isinstance(trace, LazyTrace) else None
     if isinstance(build, partial) and build.func is _trace and len(build.args) == 7:
-        ctx, fired = build.args[1], build.args[3]
-        stored = ctx.state if ctx.state_source == "store" else None
-        return (_LAZY, replace(decision, trace=()), fired, stored, done.received, done.record)
+        fired = build.args[3]
+        ctx = _ENCODER.encode(build.args[1]) if done.record is None else None
+        return (_LAZY, replace(decision, trace=()), fired, ctx, done.received, done.record)
     if isinstance(trace, LazyTrace):
         try:
             trace.entries()  # written here, so that sending it cannot fail
