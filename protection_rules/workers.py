@@ -24,6 +24,9 @@ whose decision had not come back (to the whole batch in `evaluate_many`).
 
 from __future__ import annotations
 
+import copyreg
+import dataclasses
+import io
 import os
 import pickle
 import threading
@@ -33,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from itertools import chain, islice
 from multiprocessing.util import Finalize
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -44,7 +48,7 @@ from .engine import Engine, _as_received, _Evaluated, _random_id
 from .errors import EngineFailure, Issue, StateError, UsageError
 from .facts import FactSource, enrich
 from .loading import RequestDocument
-from .models import LazyTrace, ProtectionResult
+from .models import LazyTrace, ProtectionResult, StateChange
 from .parallel import WorkerPool, chunked, ordered_map
 from .protections import Context
 from .state import open_state
@@ -61,6 +65,7 @@ CHUNK = 250
 
 _WHOLE, _LAZY, _HERE = 0, 1, 2  # how a worker sends a decision back (`_HERE`: decide it in the engine's process)
 _ENCODER = msgspec.msgpack.Encoder()
+_state_change_fields = attrgetter(*(field.name for field in dataclasses.fields(StateChange)))
 _CONTEXT_DECODER = msgspec.msgpack.Decoder(Context)
 
 
@@ -204,7 +209,7 @@ class _Run:
         try:
             chunks = ordered_map(_decide_chunk, chunked(sent(), CHUNK), setup=_start, pool=pool, send=self._send)
             for chunk, answers in chunks:
-                for item, answer in zip(chunk, answers, strict=True):
+                for item, answer in zip(chunk, _answers(answers), strict=True):
                     outstanding.popleft()
                     yield item, self._read(item, answer)
         except Exception as exc:  # the fail-closed boundary: a dead worker, a refused message, a bug
@@ -298,6 +303,10 @@ def _trace_again(
     return tuple(decision.trace)
 
 
+def _answers(answers: bytes | list[Any]) -> list[Any]:
+    return pickle.loads(answers) if isinstance(answers, bytes) else answers
+
+
 def _picklable(entry: tuple[Any, str | None, str] | None) -> tuple[Any, str | None, str] | None:
     """The entry, or None (decide it here) when its request cannot be pickled."""
     try:
@@ -355,7 +364,7 @@ def _start(state_target: str | None) -> _Held:
     return _Held(state_target)
 
 
-def _decide_chunk(held: _Held, sent: tuple[Any, ...]) -> list[Any]:
+def _decide_chunk(held: _Held, sent: tuple[Any, ...]) -> bytes | list[Any]:
     ruleset_name, policy, recording, explain, trace_id, count, blob = sent
     if held.problem is not None:
         raise held.problem
@@ -374,7 +383,16 @@ def _decide_chunk(held: _Held, sent: tuple[Any, ...]) -> list[Any]:
         request, label, held.next_id = entry
         done = engine._evaluate(in_force, request, explain=explain, source=label, trace_id=trace_id)
         out.append(_answer(done))
-    return out
+    buffer = io.BytesIO()
+    _AnswerPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(out)
+    return buffer.getvalue()
+
+
+class _AnswerPickler(pickle.Pickler):
+    """Pickles a state change as its constructor's arguments: the generic way for a frozen
+    slotted dataclass costs half the time a whole answer takes to cross."""
+
+    dispatch_table = {**copyreg.dispatch_table, StateChange: lambda change: (StateChange, _state_change_fields(change))}
 
 
 def _answer(done: _Evaluated) -> tuple[Any, ...]:
