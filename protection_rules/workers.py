@@ -11,10 +11,10 @@ in input order, on the one hash chain), metrics and alerts.
 
 A decision comes back without its trace when the rule network made it: the trace stays lazy
 here, as in one process. It is read from the audit record when there is one (the record holds
-the whole decision), else written again, when first read, by the same `assemble` from the
-context the worker decided from (the checked request and the state, sent as msgpack) and the
-rules that fired. So every trace is complete and exact, and costs nothing until read. Any other
-decision (invalid input, an error) comes back whole.
+the whole decision), else written again, when first read, by the same steps from the same
+inputs: the request as sent (the chunk's pickled message, kept), the state the store gave and
+the rules that fired. So every trace is complete and exact, and costs nothing until read. Any
+other decision (invalid input, an error) comes back whole.
 
 The pool (`EngineWorkers`) starts with the first batch that needs it and lives until
 `Engine.close()`. Batches of fewer than `MIN_BATCH` requests are decided in this process. A
@@ -39,18 +39,17 @@ from multiprocessing.util import Finalize
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 from msgspec.structs import force_setattr, replace
 
 from .compiler import CompiledPolicy, compile_policy
 from .decision import _trace, assemble
 from .engine import Engine, _as_received, _Evaluated, _random_id
 from .errors import EngineFailure, Issue, StateError, UsageError
-from .facts import FactSource, enrich
+from .facts import FactSource, enrich, resolve_context
 from .loading import RequestDocument
-from .models import LazyTrace, ProtectionResult, StateChange
+from .models import AssetState, LazyTrace, ProtectionRequest, ProtectionResult, StateChange
 from .parallel import WorkerPool, chunked, ordered_map
-from .protections import Context
+from .parsing import parse_request
 from .state import open_state
 
 if TYPE_CHECKING:
@@ -64,9 +63,7 @@ MIN_BATCH = 500
 CHUNK = 250
 
 _WHOLE, _LAZY, _HERE = 0, 1, 2  # how a worker sends a decision back (`_HERE`: decide it in the engine's process)
-_ENCODER = msgspec.msgpack.Encoder()
 _state_change_fields = attrgetter(*(field.name for field in dataclasses.fields(StateChange)))
-_CONTEXT_DECODER = msgspec.msgpack.Decoder(Context)
 
 
 class EngineWorkers:
@@ -185,6 +182,7 @@ class _Run:
         self.engine, self.in_force, self.explain, self.trace_id, self.workers = engine, in_force, explain, trace_id, workers
         self.split, self.here = split, here
         self.failure: Exception | None = None
+        self.sent: deque[_SentRequests] = deque()  # each chunk's requests as sent, until it comes back
         # checked before anything is decided, so that a call refuses whatever the batch's size
         self.state_target = state_target(engine.state)
         self.policy = workers_of(engine).policy_bytes(in_force.compiled)
@@ -209,9 +207,10 @@ class _Run:
         try:
             chunks = ordered_map(_decide_chunk, chunked(sent(), CHUNK), setup=_start, pool=pool, send=self._send)
             for chunk, answers in chunks:
-                for item, answer in zip(chunk, _answers(answers), strict=True):
+                requests = self.sent.popleft()
+                for index, (item, answer) in enumerate(zip(chunk, _answers(answers), strict=True)):
                     outstanding.popleft()
-                    yield item, self._read(item, answer)
+                    yield item, self._read(item, answer, requests, index)
         except Exception as exc:  # the fail-closed boundary: a dead worker, a refused message, a bug
             self.failure = exc
         finally:
@@ -232,6 +231,7 @@ class _Run:
             blob = pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:
             blob = pickle.dumps([_picklable(entry) for entry in entries], protocol=pickle.HIGHEST_PROTOCOL)
+        self.sent.append(_SentRequests(blob))
         recording = self.engine.audit is not None
         return (self.in_force.compiled.ruleset_name, self.policy, recording, self.explain, self.trace_id, len(chunk), blob)
 
@@ -242,14 +242,15 @@ class _Run:
             return (text[start : start + 32] for start in range(0, 32 * count, 32))
         return (new_id() for _ in range(count))
 
-    def _read(self, item: Any, answer: Any) -> _Evaluated:
+    def _read(self, item: Any, answer: Any, requests: _SentRequests, index: int) -> _Evaluated:
         kind = answer[0]
         if kind == _LAZY:
-            _, decision, fired, ctx, received, record = answer
+            _, decision, fired, stored, received, record = answer
             if record is not None:  # the record holds the whole decision
                 build = partial(_trace_from_record, record["decision_record"]["trace"])
             else:
-                build = partial(_trace_again, self.in_force.compiled, self.in_force.sources, ctx, fired, self.explain)
+                compiled, sources = self.in_force.compiled, self.in_force.sources
+                build = partial(_trace_again, compiled, sources, requests, index, stored, fired, self.explain)
             force_setattr(decision, "trace", LazyTrace(build))  # a new object, unpickled here: no one else holds it
             return _Evaluated(decision, received, record)
         if kind == _WHOLE:
@@ -291,15 +292,39 @@ def _trace_from_record(entries: Sequence[dict[str, Any]]) -> tuple[ProtectionRes
     return tuple(ProtectionResult.from_dict(entry) for entry in entries)
 
 
+class _SentRequests:
+    """A chunk's requests as a worker received them (the pickled message), read again only
+    when a trace is: what the caller does with its own requests afterwards changes nothing."""
+
+    __slots__ = ("_blob", "_entries")
+
+    def __init__(self, blob: bytes):
+        self._blob: bytes | None = blob
+        self._entries: list[Any] | None = None
+
+    def request(self, index: int) -> Any:
+        if self._entries is None:
+            self._entries, self._blob = pickle.loads(self._blob), None  # type: ignore[arg-type]
+        return self._entries[index][0]
+
+
 def _trace_again(
-    compiled: CompiledPolicy, sources: tuple[FactSource, ...], ctx: bytes, fired: tuple[str, ...], explain: bool
+    compiled: CompiledPolicy,
+    sources: tuple[FactSource, ...],
+    requests: _SentRequests,
+    index: int,
+    stored: AssetState | None,
+    fired: tuple[str, ...],
+    explain: bool,
 ) -> tuple[ProtectionResult, ...]:
-    """The trace the worker would have written: the same steps from the same context."""
-    context = _CONTEXT_DECODER.decode(ctx)
-    fact = enrich(sources, context)
-    decision = assemble(
-        compiled, context, fact, fired, trace_id="", decision_id="", engine_version="", explain=explain, started=0.0
-    )
+    """The trace the worker would have written: the same steps (`Engine._decide`, then
+    `assemble`) from the same request and stored state."""
+    request = requests.request(index)
+    if isinstance(request, ProtectionRequest):
+        request = request.to_dict()
+    ctx = resolve_context(parse_request(request), stored)
+    fact = enrich(sources, ctx)
+    decision = assemble(compiled, ctx, fact, fired, trace_id="", decision_id="", engine_version="", explain=explain, started=0.0)
     return tuple(decision.trace)
 
 
@@ -399,9 +424,9 @@ def _answer(done: _Evaluated) -> tuple[Any, ...]:
     decision, trace = done.decision, done.decision.trace
     build = getattr(trace, "_build", None) if isinstance(trace, LazyTrace) else None
     if isinstance(build, partial) and build.func is _trace and len(build.args) == 7:
-        fired = build.args[3]
-        ctx = _ENCODER.encode(build.args[1]) if done.record is None else None
-        return (_LAZY, replace(decision, trace=()), fired, ctx, done.received, done.record)
+        ctx, fired = build.args[1], build.args[3]
+        stored = ctx.state if ctx.state_source == "store" and done.record is None else None
+        return (_LAZY, replace(decision, trace=()), fired, stored, done.received, done.record)
     if isinstance(trace, LazyTrace):
         try:
             trace.entries()  # written here, so that sending it cannot fail
