@@ -36,6 +36,7 @@ def ordered_map(
     send: Callable[[Sequence[T]], Any] = list,
     progress: Callable[[int], None] | None = None,
     pool: WorkerPool | None = None,
+    here: Callable[[Sequence[T]], R] | None = None,
 ) -> Iterator[tuple[Sequence[T], R]]:
     """Yield `(chunk, task(state, send(chunk)))` for each chunk, in order.
 
@@ -43,10 +44,11 @@ def ordered_map(
     `send` picks what of a chunk the task needs, so that only that is pickled. With one worker,
     or input of a single chunk, everything runs in this process: starting processes costs more
     than a small input. Given a `pool` (kept between calls by its owner, who built it with its
-    own `setup`), every chunk goes to it. `progress(n)` is told of each chunk's length.
+    own `setup`), the chunks go to it, and with `here` this process takes its turn (see
+    `WorkerPool.map`). `progress(n)` is told of each chunk's length.
     """
     if pool is not None:
-        yield from pool.map(task, chunks, send=send, progress=progress)
+        yield from pool.map(task, chunks, send=send, progress=progress, here=here)
         return
     pending = iter(chunks)
     head = [chunk for chunk in (next(pending, None), next(pending, None)) if chunk is not None]
@@ -88,22 +90,37 @@ class WorkerPool:
         *,
         send: Callable[[Sequence[T]], Any] = list,
         progress: Callable[[int], None] | None = None,
+        here: Callable[[Sequence[T]], R] | None = None,
     ) -> Iterator[tuple[Sequence[T], R]]:
-        """`(chunk, task(state, send(chunk)))` for each chunk, in order; a dead worker is an `EngineFailure`."""
-        in_flight: deque[tuple[Sequence[T], Future[R]]] = deque()
+        """`(chunk, task(state, send(chunk)))` for each chunk, in order; a dead worker is an `EngineFailure`.
+
+        With `here`, this process takes its turn: after each `workers` chunks sent, the next one
+        gives `(chunk, here(chunk))`, computed here at once (in input order with the sending)
+        while the workers decide the chunks sent before it."""
+        in_flight: deque[tuple[Sequence[T], Future[R], bool]] = deque()  # (chunk, its result, sent?)
+        sent = 0  # chunks in flight to the workers
         try:
-            for chunk in chunks:
-                in_flight.append((chunk, self._executor.submit(_run, task, send(chunk))))
-                if len(in_flight) >= 2 * self.workers:
-                    yield _done(in_flight.popleft(), progress)
+            for index, chunk in enumerate(chunks):
+                if here is not None and index % (self.workers + 1) == self.workers:
+                    done: Future[R] = Future()
+                    done.set_result(here(chunk))
+                    in_flight.append((chunk, done, False))
+                    continue
+                in_flight.append((chunk, self._executor.submit(_run, task, send(chunk)), True))
+                sent += 1
+                while sent >= 2 * self.workers:
+                    chunk_done, future, was_sent = in_flight.popleft()
+                    sent -= was_sent
+                    yield _done(chunk_done, future, progress)
             while in_flight:
-                yield _done(in_flight.popleft(), progress)
+                chunk_done, future, _ = in_flight.popleft()
+                yield _done(chunk_done, future, progress)
         except BrokenProcessPool as exc:
             self.broken = True
             raise EngineFailure(f"a worker process died ({exc}); no partial result is reported") from None
         finally:
-            for _, future in in_flight:  # a caller that stopped early leaves nothing queued
-                future.cancel()
+            for _, left, _ in in_flight:  # a caller that stopped early leaves nothing queued
+                left.cancel()
 
     def pids(self) -> list[int]:
         """The worker processes' ids (those started so far)."""
@@ -113,8 +130,7 @@ class WorkerPool:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _done(entry: tuple[Sequence[T], Future[R]], progress: Callable[[int], None] | None) -> tuple[Sequence[T], R]:
-    chunk, future = entry
+def _done(chunk: Sequence[T], future: Future[R], progress: Callable[[int], None] | None) -> tuple[Sequence[T], R]:
     result = future.result()
     if progress is not None:
         progress(len(chunk))

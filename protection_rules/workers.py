@@ -203,10 +203,15 @@ class _Run:
                 yield item
 
         owner = workers_of(self.engine)
-        pool = owner.acquire(self.workers, self.state_target)
+        pool = owner.acquire(self.workers - 1, self.state_target)  # this process is one of the N
         try:
-            chunks = ordered_map(_decide_chunk, chunked(sent(), CHUNK), setup=_start, pool=pool, send=self._send)
+            chunks = ordered_map(_decide_chunk, chunked(sent(), CHUNK), setup=_start, pool=pool, send=self._send, here=self._here)
             for chunk, answers in chunks:
+                if isinstance(answers, _DecidedHere):
+                    for item, done in zip(chunk, answers, strict=True):
+                        outstanding.popleft()
+                        yield item, done
+                    continue
                 requests = self.sent.popleft()
                 for index, (item, answer) in enumerate(zip(chunk, _answers(answers), strict=True)):
                     outstanding.popleft()
@@ -219,6 +224,9 @@ class _Run:
             # what had not come back, and everything after it, is a deny: never a silent gap
             for item in chain(outstanding, source):
                 yield item, self.failed(item, self.failure)
+
+    def _here(self, chunk: Sequence[Any]) -> _DecidedHere:
+        return _DecidedHere(self.here(item) for item in chunk)
 
     def _send(self, chunk: Sequence[Any]) -> tuple[Any, ...]:
         """The message for a chunk: each request with its label and decision id (drawn here, in
@@ -326,6 +334,10 @@ def _trace_again(
     fact = enrich(sources, ctx)
     decision = assemble(compiled, ctx, fact, fired, trace_id="", decision_id="", engine_version="", explain=explain, started=0.0)
     return tuple(decision.trace)
+
+
+class _DecidedHere(list):  # type: ignore[type-arg]
+    """A chunk this process decided in its turn, as in one process."""
 
 
 def _answers(answers: bytes | list[Any]) -> list[Any]:
