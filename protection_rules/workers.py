@@ -1,13 +1,15 @@
 """Deciding a batch on several cores: `Engine.evaluate_many(..., workers=N)` and
 `Engine.evaluate_documents(..., workers=N)`.
 
-The worker processes (spawned, never forked: durable-rules handles belong to one process) each
-hold one engine per policy, built from the policy the call sends them (compiled there, and
-checked to give the same ruleset name), and their own state store, opened again from the
-engine's path or URL. They decide and build the audit records; everything that must happen
-once and in order stays in the engine's process: the trace id and the decision ids (from the
-engine's `new_id`, sent with each request), the audit write (the batches of a one-process call,
-in input order, on the one hash chain), metrics and alerts.
+N processes decide: this one and N-1 worker processes (spawned, never forked: durable-rules
+handles belong to one process). The batch goes in chunks of `CHUNK` requests: N-1 chunks to the
+workers, then one decided here with the engine itself, and so on. Each worker holds one engine
+per policy, built from the policy the call sends (compiled there, and checked to give the same
+ruleset name), and its own state store, opened again from the engine's path or URL. The workers
+decide and build the audit records; everything that must happen once and in order stays here:
+the trace id and the decision ids (from the engine's `new_id`, in input order, sent with each
+request), the audit write (the batches of a one-process call, in input order, on the one hash
+chain), metrics and alerts.
 
 A decision comes back without its trace when the rule network made it: the trace stays lazy
 here, as in one process. It is read from the audit record when there is one (the record holds
@@ -75,15 +77,15 @@ class EngineWorkers:
         self._key: tuple[int, str | None] | None = None
         self._policy: tuple[str, bytes] | None = None
 
-    def acquire(self, workers: int, state_target: str | None) -> WorkerPool:
+    def acquire(self, processes: int, state_target: str | None) -> WorkerPool:
         """The pool for this call (held until `release`): the one kept, unless it died or differs."""
         self._lock.acquire()
-        key = (workers, state_target)
+        key = (processes, state_target)
         if self._pool is not None and (self._pool.broken or self._key != key):
             self._pool.close()
             self._pool = None
         if self._pool is None:
-            self._pool, self._key = WorkerPool(workers, _start, (state_target,)), key
+            self._pool, self._key = WorkerPool(processes, _start, (state_target,)), key
         return self._pool
 
     def release(self) -> None:
