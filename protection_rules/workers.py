@@ -36,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
-from itertools import chain, islice
+from itertools import chain, count, islice, repeat
 from multiprocessing.util import Finalize
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
@@ -185,6 +185,7 @@ class _Run:
         self.split, self.here = split, here
         self.failure: Exception | None = None
         self.sent: deque[_SentRequests] = deque()  # each chunk's requests as sent, until it comes back
+        self.outstanding: deque[Sequence[Any]] = deque()  # chunks sent or decided here, not yet handed out
         # checked before anything is decided, so that a call refuses whatever the batch's size
         self.state_target = state_target(engine.state)
         self.policy = workers_of(engine).policy_bytes(in_force.compiled)
@@ -197,43 +198,35 @@ class _Run:
                 yield item, self.here(item)
             return
         source = chain(head, pending)
-        outstanding: deque[Any] = deque()  # sent, not yet come back
-
-        def sent() -> Iterator[Any]:
-            for item in source:
-                outstanding.append(item)
-                yield item
-
+        outstanding = self.outstanding
         owner = workers_of(self.engine)
         pool = owner.acquire(self.workers - 1, self.state_target)  # this process is one of the N
         try:
-            chunks = ordered_map(_decide_chunk, chunked(sent(), CHUNK), setup=_start, pool=pool, send=self._send, here=self._here)
+            chunks = ordered_map(_decide_chunk, chunked(source, CHUNK), setup=_start, pool=pool, send=self._send, here=self._here)
             for chunk, answers in chunks:
-                if isinstance(answers, _DecidedHere):
-                    for item, done in zip(chunk, answers, strict=True):
-                        outstanding.popleft()
-                        yield item, done
-                    continue
-                requests = self.sent.popleft()
-                for index, (item, answer) in enumerate(zip(chunk, _answers(answers), strict=True)):
-                    outstanding.popleft()
-                    yield item, self._read(item, answer, requests, index)
+                if not isinstance(answers, _DecidedHere):
+                    requests = self.sent.popleft()
+                    answers = list(map(self._read, chunk, _answers(answers), repeat(requests), count()))
+                outstanding.popleft()  # the whole chunk is decided: none of it can be lost now
+                yield from zip(chunk, answers, strict=True)
         except Exception as exc:  # the fail-closed boundary: a dead worker, a refused message, a bug
             self.failure = exc
         finally:
             owner.release()
         if self.failure is not None:
             # what had not come back, and everything after it, is a deny: never a silent gap
-            for item in chain(outstanding, source):
+            for item in chain(chain.from_iterable(outstanding), source):
                 yield item, self.failed(item, self.failure)
 
     def _here(self, chunk: Sequence[Any]) -> _DecidedHere:
+        self.outstanding.append(chunk)
         return _DecidedHere(self.here(item) for item in chunk)
 
     def _send(self, chunk: Sequence[Any]) -> tuple[Any, ...]:
         """The message for a chunk: each request with its label and decision id (drawn here, in
         input order, from the engine's `new_id`), pickled here so that a request that cannot be
         pickled is found (and decided here) rather than failing the pool."""
+        self.outstanding.append(chunk)
         splits = [self.split(item) for item in chunk]
         ids = self._ids(sum(split is not None for split in splits))
         entries = [None if split is None else (*split, next(ids)) for split in splits]
