@@ -408,13 +408,14 @@ def _decide_chunk(held: _Held, sent: tuple[Any, ...]) -> bytes | list[Any]:
     engine.audit = _RECORDING if recording else None  # whether `_evaluate` builds the records
     in_force = engine._in_force
     out: list[Any] = []
+    seen: dict[tuple[str, ...], tuple[str, ...]] = {}  # one object per set of fired rules: pickled once a chunk
     for entry in entries:
         if entry is None:
             out.append((_HERE,))
             continue
         request, label, held.next_id = entry
         done = engine._evaluate(in_force, request, explain=explain, source=label, trace_id=trace_id)
-        out.append(_answer(done))
+        out.append(_answer(done, seen))
     buffer = io.BytesIO()
     _AnswerPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(out)
     return buffer.getvalue()
@@ -427,11 +428,12 @@ class _AnswerPickler(pickle.Pickler):
     dispatch_table = {**copyreg.dispatch_table, StateChange: lambda change: (StateChange, _state_change_fields(change))}
 
 
-def _answer(done: _Evaluated) -> tuple[Any, ...]:
+def _answer(done: _Evaluated, seen: dict[tuple[str, ...], tuple[str, ...]]) -> tuple[Any, ...]:
     decision, trace = done.decision, done.decision.trace
     build = getattr(trace, "_build", None) if isinstance(trace, LazyTrace) else None
     if isinstance(build, partial) and build.func is _trace and len(build.args) == 7:
-        ctx, fired = build.args[1], build.args[3]
+        ctx, fired = build.args[1], tuple(build.args[3])
+        fired = seen.setdefault(fired, fired)
         stored = ctx.state if ctx.state_source == "store" and done.record is None else None
         return (_LAZY, replace(decision, trace=()), fired, stored, done.received, done.record)
     if isinstance(trace, LazyTrace):
