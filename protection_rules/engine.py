@@ -241,8 +241,9 @@ class Engine:
     ) -> list[ProtectionDecision]:
         """Decide a batch: one decision per request, same order, one trace id, one audit write.
 
-        `workers=N` (N > 1) decides it in N worker processes kept until `close()`, with the same
-        decisions, trace id, audit write and metrics (workers.py; README, "Performance")."""
+        `workers=N` (N > 1) decides it on N cores, this process and N-1 worker processes kept
+        until `close()`, with the same decisions, trace id, audit write and metrics (workers.py;
+        README, "Python API" and "Performance")."""
         in_force, trace_id = self._in_force, self._new_id()
         items = list(requests)
         labels = list(sources) if sources is not None else [None] * len(items)

@@ -43,7 +43,7 @@ from .options import (
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Decide in N worker processes (pays from about 500 requests: README, Performance).",
+    help="Decide on N cores: this process and N-1 workers (large batches only: README, Performance).",
 )
 @verbosity_options
 def evaluate(request, policy_path, fmt, now, explain, state_path, no_state, audit_path, no_audit, workers) -> None:
