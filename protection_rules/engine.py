@@ -24,6 +24,7 @@ from .errors import (
     Issue,
     RequestInvalid,
     StateError,
+    UsageError,
 )
 from .facts import FactSource, enrich, resolve_context
 from .health import check_health
@@ -41,6 +42,7 @@ from .state import StateStore, open_state
 
 if TYPE_CHECKING:
     from .audit import AuditSink
+    from .workers import EngineWorkers
 
 
 def open_default_audit(target: str | Path | None = None) -> AuditSink:
@@ -112,6 +114,7 @@ class Engine:
         self._reloads = 0
         self._metrics = Metrics(clock)
         self._alert_callbacks: tuple[AlertCallback, ...] = ()
+        self._workers: EngineWorkers | None = None  # worker processes, on first `workers=N` (workers.py)
 
     @classmethod
     def from_policy(cls, policy: str | Path | Policy | None = None, **options: Any) -> Engine:
@@ -124,7 +127,10 @@ class Engine:
         return cls(compile_policy(policy), **options)
 
     def close(self) -> None:
-        """Close the audit log and state store this engine opened itself (those passed in stay the caller's)."""
+        """Stop this engine's worker processes; close the audit log and state store it opened
+        itself (those passed in stay the caller's)."""
+        if self._workers is not None:
+            self._workers.close()
         if self._owns_audit and self.audit is not None:
             self.audit.close()
         if self._owns_state and self.state is not None:
@@ -231,11 +237,21 @@ class Engine:
         *,
         explain: bool = False,
         sources: Sequence[str] | None = None,
+        workers: int = 1,
     ) -> list[ProtectionDecision]:
-        """Decide a batch: one decision per request, same order, one trace id, one audit write."""
+        """Decide a batch: one decision per request, same order, one trace id, one audit write.
+
+        `workers=N` (N > 1) decides it on N cores, this process and N-1 worker processes kept
+        until `close()`, with the same decisions, trace id, audit write and metrics (workers.py;
+        README, "Python API" and "Performance")."""
         in_force, trace_id = self._in_force, self._new_id()
         items = list(requests)
         labels = list(sources) if sources is not None else [None] * len(items)
+        if _check_workers(workers) > 1:
+            from .workers import evaluate_many
+
+            many = evaluate_many(self, in_force, items, labels, explain=explain, trace_id=trace_id, workers=workers)
+            return self._recorded(in_force, many)
         return self._recorded(
             in_force,
             [
@@ -245,7 +261,12 @@ class Engine:
         )
 
     def evaluate_documents(
-        self, documents: Iterable[RequestDocument], *, explain: bool = False, chunk_size: int = DOCUMENT_CHUNK
+        self,
+        documents: Iterable[RequestDocument],
+        *,
+        explain: bool = False,
+        chunk_size: int = DOCUMENT_CHUNK,
+        workers: int = 1,
     ) -> Iterator[tuple[RequestDocument, ProtectionDecision]]:
         """Decide requests read from a file or stream, parsed or not, as they arrive.
 
@@ -253,9 +274,16 @@ class Engine:
         call. Every `chunk_size` documents are recorded in one audit write before any of their
         decisions is yielded: memory stays bounded for any number of documents, and nothing
         unrecorded is ever handed out. The whole call decides under the policy in force when it
-        starts (a reload meanwhile applies to the next call).
+        starts (a reload meanwhile applies to the next call). `workers` as for `evaluate_many`.
         """
         in_force, trace_id = self._in_force, self._new_id()
+        if _check_workers(workers) > 1:
+            from .workers import evaluate_documents
+
+            decided = evaluate_documents(self, in_force, documents, explain=explain, trace_id=trace_id, workers=workers)
+            while done := list(islice(decided, chunk_size)):
+                yield from zip([doc for doc, _ in done], self._recorded(in_force, [item for _, item in done]), strict=True)
+            return
         pending = iter(documents)
         while chunk := list(islice(pending, chunk_size)):
             evaluated = [
@@ -490,6 +518,12 @@ def _as_received(request: Any) -> Any:
     except (TypeError, ValueError):
         pass
     return {"unparsed": repr(request)[:100_000]}  # repr escapes what is not text
+
+
+def _check_workers(workers: int) -> int:
+    if type(workers) is not int or workers < 1:
+        raise UsageError(f"`workers` must be a whole number of at least 1, got `{workers!r}`")
+    return workers
 
 
 def _invalid_reason(issues: Sequence[Issue]) -> str:

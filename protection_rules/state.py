@@ -230,6 +230,11 @@ class SqliteStateStore:
             self._db.close()
             raise
 
+    @property
+    def target(self) -> str:
+        """What `open_state` opens this store from again (a worker process does)."""
+        return self.path
+
     def _migrate(self) -> None:
         db = self._db
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}

@@ -44,11 +44,18 @@ class PostgresStateStore:
 
     def __init__(self, url: str, *, create: bool = True, pool_size: int = POOL_SIZE):
         self.path = redact(url)
+        self._url = url
 
         def prepare(conn: Any) -> None:
             migrate(conn, table=SCHEMA_TABLE, migrations=_MIGRATIONS, create=create, fail=self._fail)
 
         self._db = Database(url, error=StateError, prepare=prepare, prefix="state store ", pool_size=pool_size)
+
+    @property
+    def target(self) -> str:
+        """The URL, with its password, that `open_state` opens this store from again (a worker
+        process does); never shown: `path` is the one to print."""
+        return self._url
 
     def _fail(self, problem: str) -> StateError:
         return StateError(f"state store {self.path}: {problem}")

@@ -38,8 +38,15 @@ from .options import (
 @state_option
 @click.option("--no-state", is_flag=True, help="Ignore the state store: use only the state inside each request.")
 @audit_options
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Decide on N cores: this process and N-1 workers (large batches only: README, Performance).",
+)
 @verbosity_options
-def evaluate(request, policy_path, fmt, now, explain, state_path, no_state, audit_path, no_audit) -> None:
+def evaluate(request, policy_path, fmt, now, explain, state_path, no_state, audit_path, no_audit, workers) -> None:
     """Decide REQUEST: a .json file (one request), a .jsonl file (one per line) or - (stdin).
 
     A .jsonl file is streamed: each non-blank line gets one decision, in order, labelled with
@@ -49,13 +56,15 @@ def evaluate(request, policy_path, fmt, now, explain, state_path, no_state, audi
     Exit 0 when all are approved, 1 when any is denied, 3 when any input is invalid,
     4 on an internal failure (including an audit trail that cannot be written).
     Text: -q prints only each verdict line; -v also the policy, state store and audit
-    trail used and the engine's metrics (on stderr).
+    trail used and the engine's metrics (on stderr). --workers N decides a .jsonl batch in N
+    processes, with the same decisions, output and audit trail.
 
     \b
     Example:
       protect evaluate examples/requests/holding_close.json
       protect evaluate --format json --audit audit.sqlite batch.jsonl
       cat request.json | protect evaluate --no-audit -
+      protect evaluate --workers 2 --audit audit.sqlite batch.jsonl
     """
     now = _instant(now)
     with open_requests(request, lines=lines_by_name(request)) as requests:
@@ -63,14 +72,14 @@ def evaluate(request, policy_path, fmt, now, explain, state_path, no_state, audi
         store = None if no_state else open_store(state_path, for_writing=False)
         sink = open_sink(audit_path, no_audit)
         try:
-            engine = build_engine(policy_path, state=store, audit=sink)
-            policy = engine.policy
-            say(f"policy {policy.source} ({policy.name} {policy.version}, sha256 {policy.sha256})")
-            say(f"state {store.path if store else 'none'}; audit {sink.path if sink else 'none'}")
-            worst = 0
-            for document, decision in engine.evaluate_documents(documents, explain=explain):
-                echo_report(_render(decision, document, fmt, lines=requests.lines))
-                worst = max(worst, exit_code([decision]))
+            with build_engine(policy_path, state=store, audit=sink) as engine:  # closing stops its workers
+                policy = engine.policy
+                say(f"policy {policy.source} ({policy.name} {policy.version}, sha256 {policy.sha256})")
+                say(f"state {store.path if store else 'none'}; audit {sink.path if sink else 'none'}")
+                worst = 0
+                for document, decision in engine.evaluate_documents(documents, explain=explain, workers=workers):
+                    echo_report(_render(decision, document, fmt, lines=requests.lines))
+                    worst = max(worst, exit_code([decision]))
         finally:
             for resource in (store, sink):
                 if resource is not None:
