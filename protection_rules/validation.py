@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import json
 from collections.abc import Iterable
@@ -43,6 +42,8 @@ _CODES = {
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    import difflib  # only a mistake needs it
+
     match = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
     return f"; did you mean `{match[0]}`?" if match else ""
 
@@ -132,6 +133,8 @@ def _translate(error: jsonschema.ValidationError, source: SourceMap) -> list[Iss
             if extra not in allowed
         ]
     if keyword == "required":
+        import difflib
+
         missing = [field for field in error.validator_value if field not in value]
         # a misspelt key is reported once, as an unknown field with a did-you-mean
         extras = [key for key in value if key not in error.schema.get("properties", {})]

@@ -34,14 +34,21 @@ def imported_by(*args: str) -> set[str]:
     return set(json.loads(done.stdout.splitlines()[-1]))
 
 
-# neither a valid request nor a valid policy needs these: jsonschema only writes error reports
+# neither a valid request nor a valid policy needs these: jsonschema only writes error reports;
+# without a state store or audit trail, nothing needs sqlite3 or the store's code; logging only
+# an alert; difflib only a did-you-mean; commit, health and recording only their own calls
 NOT_FOR_EVALUATE = [
+    "difflib",
     "jsonschema",
+    "logging",
     "protection_rules.audit",
     "protection_rules.cli.audit",
     "protection_rules.cli.diff",
     "protection_rules.cli.validate",
+    "protection_rules.health",
     "protection_rules.rebalancer",
+    "protection_rules.state",
+    "sqlite3",
     "tempfile",
 ]
 
