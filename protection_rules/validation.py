@@ -8,8 +8,6 @@ from collections.abc import Iterable
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-import fastjsonschema
-
 from .errors import Issue
 from .loading import Path_, SourceMap
 from .resources import schema
@@ -79,6 +77,8 @@ def fast_validator(name: str, definition: str | None = None) -> Any:
         generated = None
     if generated is not None and digest(name) == generated.SCHEMA_SHA256:
         return generated.gate
+    import fastjsonschema  # only for a schema edited since its gate was generated
+
     return fastjsonschema.compile(document, use_default=fills_defaults(name))
 
 
@@ -86,7 +86,7 @@ def fast_valid(name: str, data: Any, definition: str | None = None) -> bool:
     """Whether `data` is valid against the named schema (or its definition), by the fast gate."""
     try:
         fast_validator(name, definition)(data)
-    except fastjsonschema.JsonSchemaException:
+    except ValueError:  # a generated gate's GateRefused, or fastjsonschema's JsonSchemaException
         return False
     return True
 

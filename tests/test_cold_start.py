@@ -36,9 +36,11 @@ def imported_by(*args: str) -> set[str]:
 
 # neither a valid request nor a valid policy needs these: jsonschema only writes error reports;
 # without a state store or audit trail, nothing needs sqlite3 or the store's code; logging only
-# an alert; difflib only a did-you-mean; commit, health and recording only their own calls
+# an alert; difflib only a did-you-mean; fastjsonschema only a schema edited since its gate was
+# generated; health only its own call
 NOT_FOR_EVALUATE = [
     "difflib",
+    "fastjsonschema",
     "jsonschema",
     "logging",
     "protection_rules.audit",
