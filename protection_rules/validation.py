@@ -70,7 +70,6 @@ def fast_validator(name: str, definition: str | None = None) -> Any:
     """A shipped schema (or one of its `$defs`) compiled by fastjsonschema into Python: ~5 us a
     check instead of jsonschema's ~95 us. It only gates; on failure jsonschema writes the report.
     The gate generated ahead of time (schema_gates.py) is used while it matches the schema."""
-    document = gate_document(name, definition)
     try:
         generated = importlib.import_module(f".gates.{module_name(name, definition)}", __package__)
     except ImportError:
@@ -79,7 +78,7 @@ def fast_validator(name: str, definition: str | None = None) -> Any:
         return generated.gate
     import fastjsonschema  # only for a schema edited since its gate was generated
 
-    return fastjsonschema.compile(document, use_default=fills_defaults(name))
+    return fastjsonschema.compile(gate_document(name, definition), use_default=fills_defaults(name))
 
 
 def fast_valid(name: str, data: Any, definition: str | None = None) -> bool:
