@@ -217,6 +217,7 @@ yaml.constructor.SafeConstructor.__init__(_CONSTRUCTOR)
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 _SCALAR_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null")}
 _MAP_TAG, _SEQ_TAG = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+_NEEDS_TEXT = {f"tag:yaml.org,2002:{t}" for t in ("int", "float", "bool")}
 
 
 def _build(node: Node, path: Path_, source: SourceMap, issues: list[Issue]) -> Any:
@@ -251,6 +252,10 @@ def _build(node: Node, path: Path_, source: SourceMap, issues: list[Issue]) -> A
         return [_build(item, path + (index,), source, issues) for index, item in enumerate(node.value)]
     if node.tag == _TIMESTAMP_TAG:
         return node.value  # keep dates as text: the schemas decide what a date may be
+    if not node.value and node.tag in _NEEDS_TEXT:  # PyYAML fails on these with IndexError/KeyError
+        tag = node.tag.rsplit(":", 1)[-1]
+        issues.append(_at(node, "yaml-value", path, f"`!!{tag}` with no value; write the value or drop the tag", source))
+        return None
     try:
         value = _CONSTRUCTOR.construct_object(node)
     except (yaml.YAMLError, ValueError) as exc:

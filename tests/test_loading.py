@@ -338,6 +338,16 @@ def test_source_map_records_values_and_keys():
     assert source.locate(("nothing", "here")) == (1, 1)  # -> the document
 
 
+@pytest.mark.parametrize("tag", ["int", "float", "bool"])
+def test_an_explicit_tag_without_a_value_is_an_issue(tag):
+    """PyYAML raises IndexError or KeyError for these: it became a traceback (exit 1)."""
+    with pytest.raises(DocumentInvalid) as caught:
+        load_yaml(f"a: 1\nb: !!{tag}\n", "f.yaml")
+    [issue] = caught.value.issues
+    assert (issue.code, issue.path, issue.line, issue.column) == ("yaml-value", "$.b", 2, 4)
+    assert issue.message == f"`!!{tag}` with no value; write the value or drop the tag"
+
+
 def test_yaml_dates_stay_text():
     # YAML 1.1 would turn these into date objects; the schemas decide what a date may be.
     data, _ = load_yaml("d: 2026-03-10\nt: 2026-03-10T09:00:00Z\n", "f.yaml")
