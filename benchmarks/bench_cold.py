@@ -1,12 +1,12 @@
 """Cold start: the wall time of `protect evaluate` of one request in a fresh process.
 
-Run:  .venv/bin/python benchmarks/bench_cold.py [--runs 20] [--icount]
+Run:  .venv/bin/python benchmarks/bench_cold.py [--runs 20] [--icount] [--imports 25]
 
 Times, each in a fresh interpreter (hyperfine when installed, else a loop of subprocesses):
 `python -c pass` (the interpreter alone), a plain-Python floor (import json and datetime, read
 the request, decide its holding period) and `protect evaluate --no-audit` of
-examples/requests/holding_close.json; then the import time of `protection_rules.cli` and the
-command's imports by `python -X importtime`. With --icount, also the instructions of each
+examples/requests/holding_close.json; then the command's imports by `python -X importtime`, the
+largest first (the least of five runs for each module). With --icount, also the instructions of each
 (valgrind callgrind), which repeat on this shared machine where wall clock does not.
 """
 
@@ -84,28 +84,40 @@ def icount(command: list[str]) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def import_ms(command: list[str]) -> float:
-    """The cumulative import time of the top-level imports by `-X importtime`, in ms."""
-    done = subprocess.run(
-        [PYTHON, "-X", "importtime", *command[1:]]
-        if command[0] == PYTHON
-        else [PYTHON, "-X", "importtime", "-m", "protection_rules", *command[1:]],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    total = 0
-    for line in done.stderr.splitlines():
-        parts = line.split("|")
-        if len(parts) == 3 and parts[1].strip().isdigit() and not parts[2].startswith("  "):
-            total += int(parts[1])
-    return total / 1000
+def import_times(command: list[str], runs: int = 5) -> dict[str, tuple[int, int, int]]:
+    """`-X importtime` of the command, the least of `runs` runs for each module: name -> (self us,
+    cumulative us, depth), in the order the modules finished importing."""
+    least: dict[str, tuple[int, int, int]] = {}
+    for _ in range(runs):
+        done = subprocess.run(
+            [PYTHON, "-X", "importtime", *command[1:]], capture_output=True, text=True, check=False, env=ENV, cwd=ROOT
+        )
+        for line in done.stderr.splitlines():
+            parts = line.removeprefix("import time:").split("|")
+            if len(parts) != 3 or not parts[1].strip().isdigit():
+                continue
+            name = parts[2].strip()
+            depth = (len(parts[2]) - len(parts[2].lstrip()) - 1) // 2
+            own, total = int(parts[0]), int(parts[1])
+            seen = least.get(name, (own, total, depth))
+            least[name] = (min(own, seen[0]), min(total, seen[1]), depth)
+    return least
+
+
+def print_imports(command: list[str], top: int) -> None:
+    times = import_times(command)
+    total = sum(cumulative for _, cumulative, depth in times.values() if depth == 0)
+    print(f"imports of `protect evaluate` (-X importtime, least of 5 runs each): {total / 1000:.1f} ms; the largest, cumulative:")
+    largest = sorted(times.items(), key=lambda item: -item[1][1])[:top]
+    for name, (own, cumulative, depth) in largest:
+        print(f"  {cumulative / 1000:6.1f} ms  (self {own / 1000:5.1f})  {'  ' * depth}{name}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--icount", action="store_true", help="also count instructions under valgrind (slow)")
+    parser.add_argument("--imports", type=int, default=25, metavar="N", help="list the N largest imports (0: none)")
     args = parser.parse_args()
     print(f"command: .venv/bin/python benchmarks/bench_cold.py --runs {args.runs}{' --icount' if args.icount else ''}")
     print(f"timer: {'hyperfine' if shutil.which('hyperfine') else 'subprocess loop'}; target: protect evaluate < 0.150 s")
@@ -120,9 +132,8 @@ def main() -> None:
             count = icount(command)
             line += f"  {count / 1e6:8.1f} M instructions" if count else "  (no valgrind)"
         print(line)
-    print(
-        f"imports of `protect evaluate` (-X importtime, cumulative): {import_ms(COMMANDS['protect evaluate --no-audit']):.1f} ms"
-    )
+    if args.imports:
+        print_imports(COMMANDS["protect evaluate --no-audit"], args.imports)
 
 
 if __name__ == "__main__":

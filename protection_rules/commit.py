@@ -24,13 +24,15 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import DecisionInvalid, Issue
 from .loading import SourceMap
 from .models import ProtectionDecision, StateChange
-from .state import StateStore
 from .validation import schema_issues
+
+if TYPE_CHECKING:
+    from .state import StateStore
 
 # Added by renderers (the input line of a batch), not part of the decision itself.
 PRESENTATION_KEYS = frozenset({"line"})

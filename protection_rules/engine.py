@@ -15,7 +15,6 @@ from . import __version__
 from .alerts import AlertCallback, AlertThresholds, deliver
 from .alerts import logger as alert_logger
 from .canonical import canonical_bytes
-from .commit import AuditedDecisions, Committer, IssuedDecisions
 from .compiler import FACT_KIND, SENTINEL, CompiledPolicy, compile_policy
 from .decision import assemble, failed_closed
 from .errors import (
@@ -27,7 +26,6 @@ from .errors import (
     UsageError,
 )
 from .facts import FactSource, enrich, resolve_context
-from .health import check_health
 from .loading import RequestDocument
 from .metrics import Metrics
 from .models import AssetState, ProtectionDecision, ProtectionRequest
@@ -38,10 +36,11 @@ from .policy import Policy, load_policy
 from .protections import Context
 from .recording import Recorder, wall_clock
 from .resources import default_policy_path
-from .state import StateStore, open_state
 
 if TYPE_CHECKING:
     from .audit import AuditSink
+    from .commit import IssuedDecisions
+    from .state import StateStore
     from .workers import EngineWorkers
 
 
@@ -96,13 +95,17 @@ class Engine:
         clock: Callable[[], int] = wall_clock,
     ):
         self._owns_state = isinstance(state, (str, Path))
-        self.state = open_state(state) if isinstance(state, (str, Path)) else state
+        if self._owns_state:
+            from .state import open_state  # imported when used: sqlite3 and the store's code
+
+            state = open_state(state)
+        self.state = state
         self._owns_audit = audit is DEFAULT_AUDIT or isinstance(audit, (str, Path))
         if self._owns_audit:
             audit = open_default_audit(audit if isinstance(audit, (str, Path)) else None)
         self.audit = audit
         self._clock = clock  # epoch microseconds: recording checks it, metrics stamp errors; never a decision
-        self._issued = IssuedDecisions() if self.audit is None else None
+        self._issued = _issued_decisions() if self.audit is None else None
         prepare_request_validation()  # compile once here, not inside the first decision's time
         self._new_id = new_id or _random_id
         # Every rule network this engine built, by ruleset name. A network is never freed (see
@@ -199,6 +202,8 @@ class Engine:
     def health(self) -> dict[str, Any]:
         """Status, the policy in force, the state store and audit sink probes, the error rate
         over the policy's `alerts.window` last decisions and the last error (README, "Operations")."""
+        from .health import check_health
+
         in_force = self._in_force
         return check_health(
             policy=in_force.compiled.ref,
@@ -431,6 +436,8 @@ class Engine:
         """
         if self.state is None:
             raise StateError("no state store configured: pass state=... or --state PATH")
+        from .commit import AuditedDecisions, Committer
+
         source = self._issued if self.audit is None else AuditedDecisions(self.audit)
         return Committer(self.state, source).commit(decision)
 
@@ -495,6 +502,12 @@ def _record(decision: ProtectionDecision, received: Any, ctx: Context | None, st
         "decision_record": written,
         "decision_time_ms": decision.decision_time_ms,
     }
+
+
+def _issued_decisions() -> IssuedDecisions:
+    from .commit import IssuedDecisions  # imported when used: an engine with an audit trail never is
+
+    return IssuedDecisions()
 
 
 def _random_id() -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -105,6 +104,12 @@ def custom_names(blocks: Mapping[str, Any]) -> list[str]:
     return [name for name, block in blocks.items() if name not in REGISTRY and isinstance(block, dict) and "type" in block]
 
 
+def _closest_builtin(name: str) -> list[str]:
+    import difflib  # only a misspelt block needs it
+
+    return difflib.get_close_matches(name, REGISTRY, n=1, cutoff=0.6)
+
+
 def _schema_issues(data: Mapping[str, Any], source: SourceMap) -> list[Issue]:
     """The schema's issues, less two kinds the semantic pass says better: those inside a custom
     protection's `when` (condition_checks.py), and those inside a misspelt built-in's block,
@@ -117,7 +122,7 @@ def _schema_issues(data: Mapping[str, Any], source: SourceMap) -> list[Issue]:
             continue
         if block.get("type") == TYPE and "when" in block:
             replaced.append(json_path(("protections", name, "when")))
-        elif "type" not in block and (match := difflib.get_close_matches(name, REGISTRY, n=1, cutoff=0.6)):
+        elif "type" not in block and (match := _closest_builtin(name)):
             replaced.append(json_path(("protections", name)))
             message = f"unknown field `{name}`; did you mean `{match[0]}`?"
             issues.append(source.issue("schema-unknown-field", ("protections", name), message, key=True))

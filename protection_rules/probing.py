@@ -7,10 +7,12 @@ one, shows up as an error on the next real write (and in the error rate).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import sqlite3
 
 PROBE_TIMEOUT = 1.0  # seconds a probe waits for another writer's lock before it says "locked"
 
@@ -29,6 +31,8 @@ def probe_sqlite(
     """Probe a SQLite file on a connection of its own (never creating the file): `read` proves
     it reachable; `write` (None: read-only by design) runs in a write transaction, after a write
     that changes nothing to `table` (so a read-only file fails), and the transaction is rolled back."""
+    import sqlite3  # here: a cold `protect evaluate` without a store or audit trail never needs it
+
     try:
         conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=rw", uri=True, timeout=PROBE_TIMEOUT, isolation_level=None)
     except sqlite3.Error as exc:

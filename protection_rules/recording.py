@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from .errors import AuditError, InputInvalid, Issue, StateError
-from .state import StateStore, StoredEvent
 from .timestamps import MICROS_PER_SECOND, format_instant, to_instant
 
 if TYPE_CHECKING:
     from .audit import AuditSink
+    from .state import StateStore, StoredEvent
 
 FUTURE_TOLERANCE = 60 * MICROS_PER_SECOND
 

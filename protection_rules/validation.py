@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import json
 from collections.abc import Iterable
 from functools import cache
 from typing import TYPE_CHECKING, Any
-
-import fastjsonschema
 
 from .errors import Issue
 from .loading import Path_, SourceMap
@@ -43,6 +40,8 @@ _CODES = {
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    import difflib  # only a mistake needs it
+
     match = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
     return f"; did you mean `{match[0]}`?" if match else ""
 
@@ -71,21 +70,22 @@ def fast_validator(name: str, definition: str | None = None) -> Any:
     """A shipped schema (or one of its `$defs`) compiled by fastjsonschema into Python: ~5 us a
     check instead of jsonschema's ~95 us. It only gates; on failure jsonschema writes the report.
     The gate generated ahead of time (schema_gates.py) is used while it matches the schema."""
-    document = gate_document(name, definition)
     try:
         generated = importlib.import_module(f".gates.{module_name(name, definition)}", __package__)
     except ImportError:
         generated = None
     if generated is not None and digest(name) == generated.SCHEMA_SHA256:
         return generated.gate
-    return fastjsonschema.compile(document, use_default=fills_defaults(name))
+    import fastjsonschema  # only for a schema edited since its gate was generated
+
+    return fastjsonschema.compile(gate_document(name, definition), use_default=fills_defaults(name))
 
 
 def fast_valid(name: str, data: Any, definition: str | None = None) -> bool:
     """Whether `data` is valid against the named schema (or its definition), by the fast gate."""
     try:
         fast_validator(name, definition)(data)
-    except fastjsonschema.JsonSchemaException:
+    except ValueError:  # a generated gate's GateRefused, or fastjsonschema's JsonSchemaException
         return False
     return True
 
@@ -132,6 +132,8 @@ def _translate(error: jsonschema.ValidationError, source: SourceMap) -> list[Iss
             if extra not in allowed
         ]
     if keyword == "required":
+        import difflib
+
         missing = [field for field in error.validator_value if field not in value]
         # a misspelt key is reported once, as an unknown field with a did-you-mean
         extras = [key for key in value if key not in error.schema.get("properties", {})]

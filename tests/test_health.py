@@ -223,9 +223,7 @@ def test_a_sqlite_file_the_os_only_lets_us_read_is_not_writable(tmp_path: Path, 
     """SQLite opens a write-protected file read-only without a word (and as root nothing is
     write-protected), so the OS's answer is simulated: the probe's connection is read-only."""
     connect = sqlite3.connect
-    monkeypatch.setattr(
-        "protection_rules.probing.sqlite3.connect", lambda target, **kw: connect(target.replace("mode=rw", "mode=ro"), **kw)
-    )
+    monkeypatch.setattr(sqlite3, "connect", lambda target, **kw: connect(target.replace("mode=rw", "mode=ro"), **kw))
     if backend == "state":
         store = SqliteStateStore(tmp_path / "state.sqlite")
         try:

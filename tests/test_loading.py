@@ -13,7 +13,11 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from protection_rules import loading
 from protection_rules.errors import Issue, PolicyInvalid, UsageError
 from protection_rules.loading import (
     MAX_DOCUMENT_BYTES,
@@ -334,6 +338,16 @@ def test_source_map_records_values_and_keys():
     assert source.locate(("nothing", "here")) == (1, 1)  # -> the document
 
 
+@pytest.mark.parametrize("tag", ["int", "float", "bool"])
+def test_an_explicit_tag_without_a_value_is_an_issue(tag):
+    """PyYAML raises IndexError or KeyError for these: it became a traceback (exit 1)."""
+    with pytest.raises(DocumentInvalid) as caught:
+        load_yaml(f"a: 1\nb: !!{tag}\n", "f.yaml")
+    [issue] = caught.value.issues
+    assert (issue.code, issue.path, issue.line, issue.column) == ("yaml-value", "$.b", 2, 4)
+    assert issue.message == f"`!!{tag}` with no value; write the value or drop the tag"
+
+
 def test_yaml_dates_stay_text():
     # YAML 1.1 would turn these into date objects; the schemas decide what a date may be.
     data, _ = load_yaml("d: 2026-03-10\nt: 2026-03-10T09:00:00Z\n", "f.yaml")
@@ -346,6 +360,83 @@ def test_deep_nesting_is_an_issue_not_a_recursion_error(tmp_path):
     path = write(tmp_path, "a: " + "[" * 2000 + "]" * 2000 + "\n")
     [issue] = policy_issues(path)
     assert (issue.code, issue.file) == ("yaml-syntax", str(path))
+
+
+# ------------------------------------------------------------ libyaml and the pure-Python parser
+
+needs_libyaml = pytest.mark.skipif(loading._FAST_LOADER is None, reason="PyYAML built without libyaml")
+
+
+def read_both_ways(text: str) -> tuple[object, object]:
+    """What `load_yaml` gives with libyaml allowed and with the pure-Python parser only: the data,
+    every line and column of the source map, or the issues."""
+
+    def outcome() -> object:
+        try:
+            data, source = load_yaml(text, "f.yaml")
+        except DocumentInvalid as exc:
+            return exc.issues
+        return repr(data), source.values, source.keys
+
+    fast = outcome()
+    saved, loading._FAST_LOADER = loading._FAST_LOADER, None
+    try:
+        return fast, outcome()
+    finally:
+        loading._FAST_LOADER = saved
+
+
+@needs_libyaml
+def test_a_valid_policy_is_read_by_libyaml(monkeypatch):
+    class NoPurePython(yaml.SafeLoader):
+        def __init__(self, stream):
+            raise AssertionError("the pure-Python parser read a document libyaml reads alike")
+
+    monkeypatch.setattr(yaml, "SafeLoader", NoPurePython)
+    assert load_policy(REPO / "policies" / "default.yaml").name == "default"
+
+
+# Where the two parsers differ, found by comparing them on random documents: each must go to
+# the pure-Python parser, which refuses the first four and places an empty value elsewhere
+UNALIKE = {
+    "tab after a token": "a: 1\t\n",
+    "tab after an alias": "*x\t",
+    "comment glued to a block scalar indicator": "reason: |#text\n",
+    "question mark ending a flow scalar": "a: {b: c ?}\n",
+    "empty plain value, explicit key": "? \n",
+    "empty plain value after a document start": "---",
+    "empty plain item": "a:\n  - \n",
+    "escaped surrogate": 'a: "\\ud83d"\n',
+    "alias": "a: &x 1\nb: *x\n",
+    "two documents": "a: 1\n---\nb: 2\n",
+}
+REPO_YAML = sorted(p for folder in ("policies", "examples", "tests/cases") for p in (REPO / folder).rglob("*.yaml"))
+
+
+@needs_libyaml
+@pytest.mark.parametrize(
+    "text",
+    [*UNALIKE.values(), *(p.read_text(encoding="utf-8") for p in REPO_YAML)],
+    ids=[*UNALIKE, *(str(p.relative_to(REPO)) for p in REPO_YAML)],
+)
+def test_libyaml_and_the_pure_python_parser_read_alike(text):
+    fast, pure = read_both_ways(text)
+    assert fast == pure
+
+
+YAML_PIECES = [
+    *("a", "key", "1", "1.5", "0x1F", ".inf", "true", "null", "~", "2026-03-10", "é", "😀", "<<", "@", "%"),
+    *(":", ": ", " ", "  ", "\n", "\r\n", "\r", "\x85", "\u2028", "\t", "- ", "-", "? ", "#", ",", "---", "..."),
+    *("[", "]", "{", "}", "'", '"', "\\", "\\u00e9", "|", ">", "|-", ">+", "&x ", "*x", "!!str ", "!x ", "%YAML 1.1\n"),
+]
+
+
+@needs_libyaml
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(YAML_PIECES), max_size=40).map("".join))
+def test_libyaml_and_the_pure_python_parser_read_random_documents_alike(text):
+    fast, pure = read_both_ways(text)
+    assert fast == pure
 
 
 def test_deep_json_nesting_is_an_issue():

@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -21,8 +21,10 @@ from ..paths import AUDIT_ENV, STATE_ENV, default_audit_path, default_state_path
 from ..postgres import database_url
 from ..reading import STDIN
 from ..resources import default_policy_path, policies_dir
-from ..state import StateStore, open_state
 from ..timestamps import parse_instant
+
+if TYPE_CHECKING:
+    from ..state import StateStore
 
 policy_option = click.option(
     "--policy", "policy_path", type=click.Path(), default=None, help="Policy YAML. [default: the shipped default policy]"
@@ -74,14 +76,15 @@ def open_store(path: str | None, *, for_writing: bool) -> StateStore | None:
     the schema already unless the command writes state.
     """
     url = database_url(path)
-    if url is not None:
-        return open_state(url, create=for_writing)
-    target = Path(path) if path else default_state_path()
-    if not for_writing and not target.exists():
-        if path:
-            raise UsageError(f"{path}: no such file")
-        return None
-    return open_state(target, create=for_writing)
+    if url is None:
+        target = Path(path) if path else default_state_path()
+        if not for_writing and not target.exists():
+            if path:
+                raise UsageError(f"{path}: no such file")
+            return None
+    from ..state import open_state  # only when there is a store: with it, sqlite3
+
+    return open_state(url if url is not None else target, create=for_writing)
 
 
 def policy_files(paths: tuple[str, ...]) -> list[str]:

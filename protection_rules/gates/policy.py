@@ -4,7 +4,7 @@ SCHEMA_SHA256 = 'e38e65305eea1757e78f346c27214f647cc62433bf974f4e6ae7e7cc5114e42
 VERSION = "2.22.3"
 from decimal import Decimal
 import re
-from fastjsonschema import JsonSchemaValueException, JsonSchemaValuesException
+from protection_rules.schema_gates import JsonSchemaValueException, JsonSchemaValuesException
 
 
 REGEX_PATTERNS = {

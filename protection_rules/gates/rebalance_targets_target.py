@@ -4,7 +4,7 @@ SCHEMA_SHA256 = 'b128555511acbe08e6619dfeccb9f5203a9c0379e26bc7c1adaf1f02a73e184
 VERSION = "2.22.3"
 from decimal import Decimal
 import re
-from fastjsonschema import JsonSchemaValueException, JsonSchemaValuesException
+from protection_rules.schema_gates import JsonSchemaValueException, JsonSchemaValuesException
 
 
 REGEX_PATTERNS = {

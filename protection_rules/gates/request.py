@@ -4,7 +4,7 @@ SCHEMA_SHA256 = '845a7966b0be01f7432f043924efece7241b2615bebb97744f82369bbb89797
 VERSION = "2.22.3"
 from decimal import Decimal
 import re
-from fastjsonschema import JsonSchemaValueException, JsonSchemaValuesException
+from protection_rules.schema_gates import JsonSchemaValueException, JsonSchemaValuesException
 
 
 REGEX_PATTERNS = {
