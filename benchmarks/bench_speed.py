@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -37,8 +36,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_cold  # noqa: E402
 import bench_whipsaw  # noqa: E402
-from bench_audit_path import BATCH, batched, fsync_seconds, single_latency  # noqa: E402
-from bench_evaluate import baseline, make_requests  # noqa: E402
+from bench_audit_path import BATCH, best_rounds, fsync_seconds, single_latency  # noqa: E402
+from bench_evaluate import make_requests  # noqa: E402
 
 from protection_rules import Engine  # noqa: E402
 from protection_rules.audit import open_audit  # noqa: E402
@@ -52,18 +51,8 @@ def row(path: str, figure: str, target: str, ratio: float | None, met: bool | No
 
 def batch_rows(requests: list[dict], rounds: int, folder: Path) -> float:
     """The two evaluate_many rows; returns the floor's seconds per decision."""
-    off = Engine.from_policy(audit=None)
-    floor, without, with_audit = [], [], []
-    for round_ in range(rounds):
-        started = time.perf_counter()
-        for request in requests:
-            baseline(request)
-        floor.append(time.perf_counter() - started)
-        without.append(batched(off, requests))
-        with Engine.from_policy(audit=open_audit(folder / f"batch-{round_}.sqlite")) as engine:
-            engine.evaluate_many(requests[:BATCH])  # warm up: schema created, caches filled
-            with_audit.append(batched(engine, requests))
-    per = {name: min(times) / len(requests) for name, times in (("floor", floor), ("off", without), ("on", with_audit))}
+    best = best_rounds(Engine.from_policy(audit=None), requests, rounds, folder)
+    per = {name: seconds / len(requests) for name, seconds in best.items()}
     rate = {name: 1 / seconds for name, seconds in per.items()}
     row(
         "evaluate_many, audit off",
