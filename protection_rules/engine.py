@@ -34,6 +34,7 @@ from .parsing import instants_as_text, parse_request, prepare_request_validation
 from .paths import AUDIT_ENV, default_audit_path
 from .policy import Policy, load_policy
 from .protections import Context
+from .record_json import EncodedRecord, decision_bytes, encode_record, part_bytes
 from .recording import Recorder, wall_clock
 from .resources import default_policy_path
 
@@ -305,21 +306,26 @@ class Engine:
         return self._evaluated(decision, {"unparsed": raw} if raw is not None else None, None)
 
     def _evaluated(
-        self, decision: ProtectionDecision, received: Any, ctx: Context | None, stored: AssetState | None = None
+        self,
+        decision: ProtectionDecision,
+        received: Any,
+        ctx: Context | None,
+        stored: AssetState | None = None,
+        received_bytes: bytes | None = None,
     ) -> _Evaluated:
         # the record is built now, so a batch does not keep every request's context alive
-        record = _record(decision, received, ctx, stored) if self.audit is not None else None
+        record = _record(decision, received, ctx, stored, received_bytes) if self.audit is not None else None
         return _Evaluated(decision, received, record)
 
     def _evaluate(self, in_force: _InForce, request: Any, *, explain: bool, source: str | None, trace_id: str) -> _Evaluated:
         started = time.perf_counter()
-        received = _as_received(request) if self.audit is not None else None
+        received, received_bytes = _as_received(request) if self.audit is not None else (None, None)
         try:
             decision, ctx = self._decide(in_force, request, explain=explain, source=source, trace_id=trace_id, started=started)
-            return self._evaluated(decision, received, ctx)
+            return self._evaluated(decision, received, ctx, None, received_bytes)
         except RequestInvalid as exc:
             decision = self._failed(in_force, _invalid_reason(exc.issues), exc.issues, request, trace_id, started)
-            return self._evaluated(decision, received, None, getattr(exc, "stored", None))
+            return self._evaluated(decision, received, None, getattr(exc, "stored", None), received_bytes)
         except EngineFailure as exc:
             issue = Issue("engine-failure", "$", str(exc), source)
             decision = self._failed(in_force, f"Engine error: {exc}", [issue], request, trace_id, started)
@@ -330,7 +336,7 @@ class Engine:
             message = f"{type(exc).__name__}: {exc}"
             issue = Issue("internal-error", "$", message, source)
             decision = self._failed(in_force, f"Internal error: {message}", [issue], request, trace_id, started)
-        return self._evaluated(decision, received, None)
+        return self._evaluated(decision, received, None, None, received_bytes)
 
     def _decide(
         self, in_force: _InForce, request: Any, *, explain: bool, source: str | None, trace_id: str, started: float
@@ -475,16 +481,20 @@ class _StoredStateInvalid(RequestInvalid):
         self.stored = stored
 
 
-def _record(decision: ProtectionDecision, received: Any, ctx: Context | None, stored: AssetState | None) -> dict[str, Any]:
+def _record(
+    decision: ProtectionDecision, received: Any, ctx: Context | None, stored: AssetState | None, received_bytes: bytes | None
+) -> EncodedRecord:
     """The audit record: enough to replay the decision exactly (request + state + policy).
 
-    `stored` is the state store's answer for a request refused because of it (no context)."""
+    `stored` is the state store's answer for a request refused because of it (no context);
+    `received_bytes` the canonical JSON of `received`, when `_as_received` wrote it. The record is
+    written as canonical JSON here, while its values are at hand (record_json.py)."""
     if ctx is not None:
         state = ctx.state.to_dict() if ctx.state_source != "none" else None
     else:
         state = stored.to_dict() if stored is not None else None
     written = decision.to_dict()  # the record's copies of its fields are the same values, written once
-    return {
+    record = {
         "kind": "decision",
         "decision_id": decision.decision_id,
         "trace_id": decision.trace_id,
@@ -502,6 +512,13 @@ def _record(decision: ProtectionDecision, received: Any, ctx: Context | None, st
         "decision_record": written,
         "decision_time_ms": decision.decision_time_ms,
     }
+    parts = {
+        "request": received_bytes if received_bytes is not None else part_bytes(received),
+        "state": part_bytes(state) if state is not None else b"null",
+        "decision_record": decision_bytes(written),
+    }
+    # a part the reference encoder refuses leaves the record to the sink, which refuses the batch
+    return encode_record(record, parts)
 
 
 def _issued_decisions() -> IssuedDecisions:
@@ -515,22 +532,22 @@ def _random_id() -> str:
     return os.urandom(16).hex()
 
 
-def _as_received(request: Any) -> Any:
-    """The request as JSON for the audit trail; what cannot be JSON is kept as its repr."""
+def _as_received(request: Any) -> tuple[Any, bytes | None]:
+    """The request as JSON for the audit trail, with its canonical JSON (None: the sink writes
+    it); what cannot be JSON is kept as its repr."""
     if isinstance(request, ProtectionRequest):
-        return request.to_dict()
+        return request.to_dict(), None
     try:
-        canonical_bytes(request)  # as the audit trail will hash it: half a character is refused too
-        return request
+        # as the audit trail will hash it: half a character is refused too
+        return request, canonical_bytes(request)
     except (TypeError, ValueError):
         pass
     try:  # only then look for datetimes a Python caller handed in (a walk over the whole request)
         candidate = instants_as_text(request)[0]
-        canonical_bytes(candidate)
-        return candidate
+        return candidate, canonical_bytes(candidate)
     except (TypeError, ValueError):
         pass
-    return {"unparsed": repr(request)[:100_000]}  # repr escapes what is not text
+    return {"unparsed": repr(request)[:100_000]}, None  # repr escapes what is not text
 
 
 def _check_workers(workers: int) -> int:

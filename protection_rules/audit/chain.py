@@ -13,6 +13,7 @@ from typing import Any
 
 from ..canonical import canonical_bytes, content_hash
 from ..errors import AuditError
+from ..record_json import RECORD_FIELDS, SINK_FIELDS, EncodedRecord, splice
 from ..timestamps import MICROS_PER_SECOND, format_instant, parse_instant
 
 GENESIS_HASH = "0" * 64
@@ -23,27 +24,6 @@ KINDS = ("decision", "rollback", "state_correction")
 EVENT_KINDS = ("state_correction",)
 EVENT_FIELDS = {"state_correction": ("asset", "action", "detail", "reason", "at")}
 
-# What the engine passes in, one dict per decision; the sink adds sequence, recorded_at,
-# prev_hash, batch and hash (a record that carries those has them replaced).
-RECORD_FIELDS = (
-    "kind",
-    "decision_id",
-    "trace_id",
-    "evaluated_at",
-    "asset",
-    "action",
-    "decision",
-    "blocking_systems",
-    "override_applied",
-    "policy",
-    "engine_version",
-    "request",
-    "state",
-    "state_source",
-    "decision_record",
-    "decision_time_ms",
-)
-SINK_FIELDS = ("sequence", "recorded_at", "prev_hash", "batch", "hash")
 _RECORD_KEYS = frozenset(RECORD_FIELDS)
 
 
@@ -136,30 +116,37 @@ def check_batch(records: Sequence[Mapping[str, Any]], path: str) -> list[Mapping
         raise AuditError(f"{path}: append takes a sequence of records, not one record")
     batch = list(records)
     for index, record in enumerate(batch, start=1):
-        where = f"{path}: record {index} of {len(batch)}"
-        if not isinstance(record, Mapping):
-            raise AuditError(f"{where}: not a mapping")
-        if not record.keys() >= _RECORD_KEYS:
-            missing = [key for key in RECORD_FIELDS if key not in record]
-            raise AuditError(f"{where}: missing {', '.join(f'`{key}`' for key in missing)}")
-        if record["kind"] != "decision":
-            raise AuditError(
-                f"{where}: `kind` must be `decision` (other records go through append_event), got `{record['kind']}`"
-            )
-        if not isinstance(record["decision_id"], str) or not record["decision_id"]:
-            raise AuditError(f"{where}: `decision_id` must be a non-empty string")
-        if record["decision"] not in ("approve", "deny"):
-            raise AuditError(f"{where}: `decision` must be `approve` or `deny`, got `{record['decision']}`")
-        if not isinstance(record["blocking_systems"], (list, tuple)) or not all(
-            isinstance(s, str) for s in record["blocking_systems"]
-        ):
-            raise AuditError(f"{where}: `blocking_systems` must be a list of names")
-        policy = record["policy"]
-        if not isinstance(policy, Mapping) or not {"name", "version", "sha256"} <= set(policy):
-            raise AuditError(f"{where}: `policy` must hold `name`, `version` and `sha256`")
-        if record["evaluated_at"] is not None:
-            _check_instant(record["evaluated_at"], f"{where}: `evaluated_at`")
+        problem = _record_problem(record)
+        if problem is not None:  # the place is written only for a record that fails
+            raise AuditError(f"{path}: record {index} of {len(batch)}: {problem}")
     return batch
+
+
+def _record_problem(record: Any) -> str | None:
+    if not isinstance(record, Mapping):
+        return "not a mapping"
+    if not record.keys() >= _RECORD_KEYS:
+        missing = [key for key in RECORD_FIELDS if key not in record]
+        return f"missing {', '.join(f'`{key}`' for key in missing)}"
+    if record["kind"] != "decision":
+        return f"`kind` must be `decision` (other records go through append_event), got `{record['kind']}`"
+    if not isinstance(record["decision_id"], str) or not record["decision_id"]:
+        return "`decision_id` must be a non-empty string"
+    if record["decision"] not in ("approve", "deny"):
+        return f"`decision` must be `approve` or `deny`, got `{record['decision']}`"
+    if not isinstance(record["blocking_systems"], (list, tuple)) or not all(
+        isinstance(s, str) for s in record["blocking_systems"]
+    ):
+        return "`blocking_systems` must be a list of names"
+    policy = record["policy"]
+    if not isinstance(policy, Mapping) or not {"name", "version", "sha256"} <= policy.keys():
+        return "`policy` must hold `name`, `version` and `sha256`"
+    if record["evaluated_at"] is not None:
+        try:
+            parse_instant(record["evaluated_at"])
+        except ValueError as exc:
+            return f"`evaluated_at`: {exc}"
+    return None
 
 
 def check_event(kind: str, fields: Mapping[str, Any], path: str) -> dict[str, Any]:
@@ -194,16 +181,23 @@ def seal(batch: Sequence[Mapping[str, Any]], sequence: int, prev_hash: str, reco
     its sequence, `recorded_at`, `prev_hash` and `batch` = {"first", "size"} (how a reader finds
     batch boundaries). Raises AuditError, writing nothing, if a record is not JSON."""
     stamp = {"first": sequence + 1, "size": len(batch)}
+    batch_json, recorded_json = canonical_bytes(stamp), canonical_bytes(recorded_at)
     sealed = []
     for index, record in enumerate(batch, start=1):
         sequence += 1
         if record.keys().isdisjoint(SINK_FIELDS):  # the engine's records: a plain copy, in C
             full = dict(record)
+            runs = record.runs if type(record) is EncodedRecord else None
         else:
             full = {key: value for key, value in record.items() if key not in SINK_FIELDS}
+            runs = None
         full.update(sequence=sequence, recorded_at=recorded_at, prev_hash=prev_hash, batch=dict(stamp))
         try:
-            encoded = canonical_bytes(full)  # UTF-8 encoding fails on a lone surrogate: a ValueError too
+            # UTF-8 encoding fails on a lone surrogate: a ValueError too
+            if runs is not None:  # written by the engine where it built the record: put the stamps in
+                encoded = splice(runs, (batch_json, canonical_bytes(prev_hash), recorded_json, b"%d" % sequence))
+            else:
+                encoded = canonical_bytes(full)
             prev_hash = hashlib.sha256(encoded).hexdigest()
             body = encoded.decode("utf-8")
         except (TypeError, ValueError) as exc:
