@@ -271,10 +271,10 @@ class _Run:
         engine, code = self.engine, "state-error" if isinstance(exc, StateError) else "engine-failure"
         message = f"worker processes: {exc}"
         reason = f"{'State store' if code == 'state-error' else 'Engine'} error: {message}"
-        received = _as_received(request) if engine.audit is not None else None
+        received, received_bytes = _as_received(request) if engine.audit is not None else (None, None)
         started = time.perf_counter()
         decision = engine._failed(self.in_force, reason, [Issue(code, "$", message, label)], request, self.trace_id, started)
-        return engine._evaluated(decision, received, None)
+        return engine._evaluated(decision, received, None, None, received_bytes)
 
 
 def state_target(store: Any) -> str | None:
