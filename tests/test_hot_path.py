@@ -13,7 +13,10 @@ import math
 import pickle
 from typing import Any
 
+import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from protection_rules import Engine, EngineFailure
 from protection_rules.engine_json import engine_json, fact_json
@@ -117,6 +120,39 @@ def test_a_lazy_trace_is_built_by_the_first_reader_only() -> None:
 def test_fact_json_writes_what_the_rule_network_reads(fact: dict[str, Any], text: str) -> None:
     assert fact_json(fact) == text
     assert json.loads(text) == fact
+
+
+@pytest.mark.parametrize(
+    ("fact", "text"),
+    [
+        # the declared float key is the only one looked at, and one outside the plain range is rewritten
+        ({"action": "open", "n": 1e16}, '{"action":"open","n":1.0e16}'),
+        ({"action": "open", "n": -1e-07}, '{"action":"open","n":-1.0e-7}'),
+        ({"action": "open", "n": 0.25}, '{"action":"open","n":0.25}'),
+        ({"action": "open"}, '{"action":"open"}'),
+    ],
+)
+def test_fact_json_with_its_float_keys_rewrites_what_needs_it(fact: dict[str, Any], text: str) -> None:
+    assert fact_json(fact, ("n",)) == text
+
+
+@given(
+    st.one_of(
+        st.floats(min_value=1e-4, max_value=1e15, exclude_max=True),
+        st.floats(min_value=-1e15, max_value=-1e-4, exclude_min=True),
+        st.sampled_from([0.0, -0.0, 1e-4, -1e-4, math.nextafter(1e15, 0), -math.nextafter(1e15, 0)]),
+    )
+)
+def test_msgspec_writes_a_float_in_the_plain_range_without_an_exponent(value: float) -> None:
+    # fact_json skips the exponent rewrite for these: msgspec must never write one
+    assert b"e" not in msgspec.json.encode(value).lower()
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_fact_json_with_float_keys_reads_as_engine_json_does(value: float) -> None:
+    fact = {"action": "open", "n": value}
+    assert json.loads(fact_json(fact, ("n",))) == json.loads(engine_json(fact))
+    assert fact_json(fact, ("n",)) == fact_json(fact)
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
