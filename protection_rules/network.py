@@ -125,7 +125,9 @@ class RuleNetwork:
             self._release(sid, poisoned)
 
     def _fire(self, sid: str, fact: Mapping[str, Any]) -> tuple[str, ...]:
-        # the fact's JSON, its closing brace replaced by the state id and kind (never in a fact: _check_types)
+        # the fact's JSON, its closing brace replaced by the state id, the fact id and the kind
+        # (never in a fact: _check_types). A state holds one fact at a time, so one id serves,
+        # and the engine need not hash the whole fact to make one.
         text, tail = _encode(fact, self._floats), self._tails[sid]
         message = text[:-1] + tail if len(text) > 2 else "{" + tail[1:]
         handle = self._handle
@@ -194,7 +196,7 @@ class RuleNetwork:
                 self._in_pool += 1
                 self._created += 1
                 sid = f"s{self._created}"
-                self._tails[sid] = engine_json({"sid": sid, "_kind": self._kind}).replace("{", ",", 1)
+                self._tails[sid] = engine_json({"sid": sid, "id": "f", "_kind": self._kind}).replace("{", ",", 1)
                 return sid
         return self._free.get()
 
