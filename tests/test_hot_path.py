@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
+import subprocess
+import sys
 from typing import Any
 
 import msgspec
@@ -202,3 +205,35 @@ def test_requests_contexts_and_decisions_are_left_out_of_the_cyclic_collector() 
     decision = Engine.from_policy(audit=None).evaluate(HELD_TWO_DAYS)
     values = (request, request.state, request.state.events[0], resolve_context(request), decision)
     assert [gc.is_tracked(value) for value in values] == [False] * 5
+
+
+# ------------------------------------------------------------------ random ids (engine.py)
+
+
+def test_random_ids_are_128_bit_hex_and_never_repeat_across_draws() -> None:
+    from protection_rules.engine import ID_DRAW, _random_id
+
+    ids = [_random_id() for _ in range(3 * ID_DRAW + 5)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(text) == 32 and int(text, 16) >= 0 for text in ids)
+
+
+_FORK_PROBE = """
+import os
+from protection_rules.engine import _random_id
+_random_id()  # the pool now holds the next ids
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(write, _random_id().encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+print(os.read(read, 32).decode(), _random_id())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_does_not_hand_out_its_parents_next_ids() -> None:
+    done = subprocess.run([sys.executable, "-c", _FORK_PROBE], capture_output=True, text=True, check=True)
+    child, parent = done.stdout.split()
+    assert len(child) == len(parent) == 32 and child != parent
