@@ -203,8 +203,12 @@ def test_requests_contexts_and_decisions_are_left_out_of_the_cyclic_collector() 
 
     request = parse_request({**HELD_TWO_DAYS, "state": {"events": [{"type": "open", "at": "2026-03-18T12:00:00Z"}]}})
     decision = Engine.from_policy(audit=None).evaluate(HELD_TWO_DAYS)
-    values = (request, request.state, request.state.events[0], resolve_context(request), decision)
-    assert [gc.is_tracked(value) for value in values] == [False] * 5
+    # a failing score starts a grace period: the decision carries a state change
+    starts_grace = Engine.from_policy(audit=None).evaluate({**HELD_TWO_DAYS, "action": "close", "current_score": 0.1})
+    (change,) = starts_grace.state_changes
+    assert change.type == "grace_started"
+    values = (request, request.state, request.state.events[0], resolve_context(request), decision, change)
+    assert [gc.is_tracked(value) for value in values] == [False] * 6
 
 
 # ------------------------------------------------------------------ random ids (engine.py)
