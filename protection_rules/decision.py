@@ -82,25 +82,26 @@ def assemble(
         times = [step.protection.unblocks_at(ctx, fact) for step in blocking]
         if None not in times:
             unblocks_at = max(times)  # type: ignore[type-var]
+    # by position, in the order of its fields: a Struct built from 18 keywords costs ~5x more
     return ProtectionDecision(
-        approved=approved,
-        reason=reason,
-        blocking_systems=tuple(step.name for step in blocking),
-        override_applied=override_applied,
-        override_reason=override_reason,
-        unblocks_at=unblocks_at,
-        trace=LazyTrace(partial(_trace, compiled, ctx, fact, fired, fired_set, bypass, explain)),
-        state_changes=tuple(changes),
-        policy=compiled.ref,
-        request_id=request.request_id,
-        trace_id=trace_id,
-        decision_time_ms=elapsed_ms(started),
-        asset=request.asset,
-        action=request.action,
-        evaluated_at=ctx.now,
-        engine_version=engine_version,
-        decision_id=decision_id,
-        state_source=ctx.state_source,
+        approved,
+        reason,
+        tuple(step.name for step in blocking),  # blocking_systems
+        override_applied,
+        override_reason,
+        unblocks_at,
+        LazyTrace(partial(_trace, compiled, ctx, fact, fired, fired_set, bypass, explain)),  # trace
+        tuple(changes),  # state_changes
+        compiled.ref,  # policy
+        request.request_id,
+        trace_id,
+        elapsed_ms(started),  # decision_time_ms
+        request.asset,
+        request.action,
+        ctx.now,  # evaluated_at
+        engine_version,
+        decision_id,
+        ctx.state_source,
     )
 
 

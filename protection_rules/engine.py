@@ -6,6 +6,7 @@ import dataclasses
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
@@ -466,7 +467,7 @@ class _InForce:
     thresholds: AlertThresholds
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)  # not frozen: one per decision, and frozen fields cost ~2.5x to set
 class _Evaluated:
     decision: ProtectionDecision
     received: Any
@@ -527,9 +528,22 @@ def _issued_decisions() -> IssuedDecisions:
     return IssuedDecisions()
 
 
+# Random ids are drawn ID_DRAW at a time: one getrandom system call serves that many decisions.
+ID_DRAW = 256
+_drawn_ids: deque[str] = deque()
+if hasattr(os, "register_at_fork"):  # a forked child must not hand out its parent's next ids
+    os.register_at_fork(after_in_child=_drawn_ids.clear)
+
+
 def _random_id() -> str:
-    # 128 random bits as hex, like uuid4().hex without building a UUID object (5x cheaper)
-    return os.urandom(16).hex()
+    # 128 random bits as hex, like uuid4().hex without building a UUID object. `popleft` is
+    # atomic, so no two threads get one id; two threads that find the pool empty both refill it.
+    try:
+        return _drawn_ids.popleft()
+    except IndexError:
+        drawn = os.urandom(16 * ID_DRAW).hex()
+        _drawn_ids.extend(drawn[start : start + 32] for start in range(32, len(drawn), 32))
+        return drawn[:32]
 
 
 def _as_received(request: Any) -> tuple[Any, bytes | None]:

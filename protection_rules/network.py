@@ -67,9 +67,9 @@ def _import_engine(version: tuple[int, int] = sys.version_info[:2]) -> ModuleTyp
 _dre = _import_engine()
 
 
-def _encode(fact: Mapping[str, Any]) -> str:
+def _encode(fact: Mapping[str, Any], floats: tuple[str, ...]) -> str:
     try:
-        return fact_json(fact)
+        return fact_json(fact, floats)
     except ValueError as exc:  # NaN or infinity
         raise EngineFailure(f"fact is not finite JSON: {exc}") from None
 
@@ -95,6 +95,7 @@ class RuleNetwork:
         self._kind = kind
         self._sentinel = sentinel
         self._fact_types = dict(fact_types)
+        self._floats = tuple(key for key, wanted in fact_types.items() if wanted is float)
         self._max_activations = max_activations
         self._pool_size = pool_size
         self._free: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -124,8 +125,10 @@ class RuleNetwork:
             self._release(sid, poisoned)
 
     def _fire(self, sid: str, fact: Mapping[str, Any]) -> tuple[str, ...]:
-        # the fact's JSON, its closing brace replaced by the state id and kind (never in a fact: _check_types)
-        text, tail = _encode(fact), self._tails[sid]
+        # the fact's JSON, its closing brace replaced by the state id, the fact id and the kind
+        # (never in a fact: _check_types). A state holds one fact at a time, so one id serves,
+        # and the engine need not hash the whole fact to make one.
+        text, tail = _encode(fact, self._floats), self._tails[sid]
         message = text[:-1] + tail if len(text) > 2 else "{" + tail[1:]
         handle = self._handle
         try:
@@ -193,7 +196,7 @@ class RuleNetwork:
                 self._in_pool += 1
                 self._created += 1
                 sid = f"s{self._created}"
-                self._tails[sid] = engine_json({"sid": sid, "_kind": self._kind}).replace("{", ",", 1)
+                self._tails[sid] = engine_json({"sid": sid, "id": "f", "_kind": self._kind}).replace("{", ",", 1)
                 return sid
         return self._free.get()
 

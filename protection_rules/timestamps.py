@@ -34,6 +34,17 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_NAIVE = datetime(1970, 1, 1)
 
 
+# The usual shapes, with a zone: ASCII digits written as 9 (a byte translation, ~5x cheaper
+# than the shape's regular expression) must give one of these; anything else, and any value
+# these do not parse, takes the checked way (`_parse_checked`), which writes the messages.
+_NINES = bytes.maketrans(b"0123456789", b"9999999999")
+_ZONED_SHAPES = frozenset(
+    f"9999-99-99T99:99:99{fraction}{zone}".encode()
+    for fraction in ["", *("." + "9" * digits for digits in range(1, 7))]
+    for zone in ("Z", "+99:99", "-99:99")
+)
+
+
 @lru_cache(maxsize=8192)
 def parse_instant(text: str) -> int:
     """Parse an ISO-8601 timestamp or date into epoch microseconds (UTC).
@@ -41,6 +52,20 @@ def parse_instant(text: str) -> int:
     No offset means UTC; a bare date means 00:00. Raises ValueError with a human message
     for a malformed or impossible value (2026-02-30, 25:00).
     """
+    if text.__class__ is str and text.isascii() and text.encode().translate(_NINES) in _ZONED_SHAPES:
+        try:  # Python 3.11's parser reads `Z` itself
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            if MIN_YEAR <= moment.year <= MAX_YEAR:
+                delta = moment - _EPOCH
+                return (delta.days * 86_400 + delta.seconds) * MICROS_PER_SECOND + delta.microseconds
+    return _parse_checked(text)
+
+
+def _parse_checked(text: str) -> int:
+    """`parse_instant` of any value, its shape checked by `_SHAPE` first."""
     if not isinstance(text, str) or not _SHAPE.fullmatch(text):
         raise ValueError(f"`{text}` is not an ISO-8601 timestamp {TIMESTAMP_EXAMPLES}")
     try:

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
+import subprocess
+import sys
 from typing import Any
 
+import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from protection_rules import Engine, EngineFailure
 from protection_rules.engine_json import engine_json, fact_json
@@ -119,6 +125,39 @@ def test_fact_json_writes_what_the_rule_network_reads(fact: dict[str, Any], text
     assert json.loads(text) == fact
 
 
+@pytest.mark.parametrize(
+    ("fact", "text"),
+    [
+        # the declared float key is the only one looked at, and one outside the plain range is rewritten
+        ({"action": "open", "n": 1e16}, '{"action":"open","n":1.0e16}'),
+        ({"action": "open", "n": -1e-07}, '{"action":"open","n":-1.0e-7}'),
+        ({"action": "open", "n": 0.25}, '{"action":"open","n":0.25}'),
+        ({"action": "open"}, '{"action":"open"}'),
+    ],
+)
+def test_fact_json_with_its_float_keys_rewrites_what_needs_it(fact: dict[str, Any], text: str) -> None:
+    assert fact_json(fact, ("n",)) == text
+
+
+@given(
+    st.one_of(
+        st.floats(min_value=1e-4, max_value=1e15, exclude_max=True),
+        st.floats(min_value=-1e15, max_value=-1e-4, exclude_min=True),
+        st.sampled_from([0.0, -0.0, 1e-4, -1e-4, math.nextafter(1e15, 0), -math.nextafter(1e15, 0)]),
+    )
+)
+def test_msgspec_writes_a_float_in_the_plain_range_without_an_exponent(value: float) -> None:
+    # fact_json skips the exponent rewrite for these: msgspec must never write one
+    assert b"e" not in msgspec.json.encode(value).lower()
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_fact_json_with_float_keys_reads_as_engine_json_does(value: float) -> None:
+    fact = {"action": "open", "n": value}
+    assert json.loads(fact_json(fact, ("n",))) == json.loads(engine_json(fact))
+    assert fact_json(fact, ("n",)) == fact_json(fact)
+
+
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_fact_json_refuses_what_is_not_finite(value: float) -> None:
     with pytest.raises(ValueError):
@@ -164,5 +203,41 @@ def test_requests_contexts_and_decisions_are_left_out_of_the_cyclic_collector() 
 
     request = parse_request({**HELD_TWO_DAYS, "state": {"events": [{"type": "open", "at": "2026-03-18T12:00:00Z"}]}})
     decision = Engine.from_policy(audit=None).evaluate(HELD_TWO_DAYS)
-    values = (request, request.state, request.state.events[0], resolve_context(request), decision)
-    assert [gc.is_tracked(value) for value in values] == [False] * 5
+    # a failing score starts a grace period: the decision carries a state change
+    starts_grace = Engine.from_policy(audit=None).evaluate({**HELD_TWO_DAYS, "action": "close", "current_score": 0.1})
+    (change,) = starts_grace.state_changes
+    assert change.type == "grace_started"
+    values = (request, request.state, request.state.events[0], resolve_context(request), decision, change)
+    assert [gc.is_tracked(value) for value in values] == [False] * 6
+
+
+# ------------------------------------------------------------------ random ids (engine.py)
+
+
+def test_random_ids_are_128_bit_hex_and_never_repeat_across_draws() -> None:
+    from protection_rules.engine import ID_DRAW, _random_id
+
+    ids = [_random_id() for _ in range(3 * ID_DRAW + 5)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(text) == 32 and int(text, 16) >= 0 for text in ids)
+
+
+_FORK_PROBE = """
+import os
+from protection_rules.engine import _random_id
+_random_id()  # the pool now holds the next ids
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(write, _random_id().encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+print(os.read(read, 32).decode(), _random_id())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_does_not_hand_out_its_parents_next_ids() -> None:
+    done = subprocess.run([sys.executable, "-c", _FORK_PROBE], capture_output=True, text=True, check=True)
+    child, parent = done.stdout.split()
+    assert len(child) == len(parent) == 32 and child != parent

@@ -314,6 +314,23 @@ def test_badly_typed_or_undeclared_facts_never_reach_the_engine(
     assert spy.calls == 0
 
 
+def test_each_fact_carries_its_id_and_retracts_by_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With an `id` the engine does not hash every property of the fact to make one (a third of
+    # assert's cost); one id per state is enough, since a state holds one fact at a time.
+    net = make(THRESHOLDS)
+    asserted: list[str] = []
+    real = network_module._dre.assert_fact
+
+    def spy(handle: int, message: str) -> Any:
+        asserted.append(message)
+        return real(handle, message)
+
+    monkeypatch.setattr(network_module._dre, "assert_fact", spy)
+    for x in (3, 5, 3):  # different facts one after the other in the same state, each retracted
+        assert net.fire({"x": x}) == expected_thresholds(x)
+    assert [json.loads(message)["id"] for message in asserted] == ["f", "f", "f"]
+
+
 def test_int_is_accepted_for_a_float_field() -> None:
     net = make({"hi": rule(1, {"$gte": {"s": 0.5}}), SENTINEL: SENTINEL_RULE}, fact_types={"s": float})
     assert net.fire({"s": 1}) == ("hi",)

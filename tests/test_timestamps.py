@@ -12,6 +12,7 @@ from protection_rules.timestamps import (
     MICROS_PER_DAY,
     MICROS_PER_SECOND,
     TIMESTAMP_PATTERN,
+    _parse_checked,
     days,
     format_duration,
     format_instant,
@@ -187,3 +188,36 @@ DURATIONS = [
 @pytest.mark.parametrize(("micros", "text"), DURATIONS)
 def test_format_duration(micros, text):
     assert format_duration(micros) == text
+
+
+def _outcome(parse, text):
+    try:
+        return parse(text)
+    except ValueError as exc:
+        return str(exc)
+
+
+# Digits anywhere in the usual zoned shapes, in or out of range, and a few characters that are not
+# ASCII digits: the quick way (`parse_instant`) must answer what the checked way answers, value or message.
+_DIGIT = st.sampled_from("0123456789" * 4 + "٣²x")
+
+
+@given(
+    st.lists(_DIGIT, min_size=20, max_size=20),
+    st.sampled_from(["", ".", ".5", ".123", ".123456", ".1234567"]),
+    st.sampled_from(["Z", "+", "-", "", "z"]),
+)
+def test_the_quick_way_agrees_with_the_checked_way(digits, fraction, zone):
+    d = "".join(digits)
+    offset = f"{zone}{d[14:16]}:{d[16:18]}" if zone in "+-" and zone else zone
+    text = f"{d[0:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:14]}{fraction}{offset}"
+    assert _outcome(parse_instant.__wrapped__, text) == _outcome(_parse_checked, text)
+
+
+@given(
+    st.datetimes(min_value=datetime(1899, 12, 30), max_value=datetime(3000, 1, 2)),
+    st.sampled_from(["Z", "+00:00", "-23:59", "+05:30", "+24:00"]),
+)
+def test_the_quick_way_agrees_with_the_checked_way_on_real_instants(moment, zone):
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{moment.microsecond:06d}" if moment.microsecond else "") + zone
+    assert _outcome(parse_instant.__wrapped__, text) == _outcome(_parse_checked, text)
