@@ -26,9 +26,6 @@ whose decision had not come back (to the whole batch in `evaluate_many`).
 
 from __future__ import annotations
 
-import copyreg
-import dataclasses
-import io
 import os
 import pickle
 import threading
@@ -38,7 +35,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from itertools import chain, count, islice, repeat
 from multiprocessing.util import Finalize
-from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from msgspec.structs import force_setattr, replace
@@ -49,7 +45,7 @@ from .engine import Engine, _as_received, _Evaluated, _random_id
 from .errors import EngineFailure, Issue, StateError, UsageError
 from .facts import FactSource, enrich, resolve_context
 from .loading import RequestDocument
-from .models import AssetState, LazyTrace, ProtectionRequest, ProtectionResult, StateChange
+from .models import AssetState, LazyTrace, ProtectionRequest, ProtectionResult
 from .parallel import WorkerPool, chunked, ordered_map
 from .parsing import parse_request
 from .state import open_state
@@ -65,7 +61,6 @@ MIN_BATCH = 500
 CHUNK = 250
 
 _WHOLE, _LAZY, _HERE = 0, 1, 2  # how a worker sends a decision back (`_HERE`: decide it in the engine's process)
-_state_change_fields = attrgetter(*(field.name for field in dataclasses.fields(StateChange)))
 
 
 class EngineWorkers:
@@ -416,16 +411,7 @@ def _decide_chunk(held: _Held, sent: tuple[Any, ...]) -> bytes | list[Any]:
         request, label, held.next_id = entry
         done = engine._evaluate(in_force, request, explain=explain, source=label, trace_id=trace_id)
         out.append(_answer(done, seen))
-    buffer = io.BytesIO()
-    _AnswerPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(out)
-    return buffer.getvalue()
-
-
-class _AnswerPickler(pickle.Pickler):
-    """Pickles a state change as its constructor's arguments: the generic way for a frozen
-    slotted dataclass costs half the time a whole answer takes to cross."""
-
-    dispatch_table = {**copyreg.dispatch_table, StateChange: lambda change: (StateChange, _state_change_fields(change))}
+    return pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _answer(done: _Evaluated, seen: dict[tuple[str, ...], tuple[str, ...]]) -> tuple[Any, ...]:
