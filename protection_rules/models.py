@@ -1,12 +1,12 @@
 """Request and decision values (names from the plan), with `to_dict` (and `from_dict` for the
 decision). Parsing and validating a request document lives in `parsing.py`.
 
-The request types, the decision and its state changes are frozen msgspec Structs (built in C:
-the engine makes them for every request), the rest frozen dataclasses. The Structs are not tracked by the cyclic
-garbage collector (`gc=False`): they cannot be part of a reference cycle (frozen, holding
-values made before them), and a batch of decisions held in memory would otherwise make every
-full collection walk them all. Instants are integer microseconds since
-the epoch, UTC (see timestamps.py). The value types also take a timezone-aware `datetime` or
+The request types, the decision, its state changes and its trace entries are frozen msgspec
+Structs (built in C: the engine makes them for every request), the rest frozen dataclasses.
+The Structs are not tracked by the cyclic garbage collector (`gc=False`): they cannot be part
+of a reference cycle (frozen, holding values made before them), and a batch of decisions held
+in memory would otherwise make every full collection walk them all. Instants are integer
+microseconds since the epoch, UTC (see timestamps.py). The value types also take a timezone-aware `datetime` or
 an ISO string wherever an instant goes, for Python callers, and normalise it on construction; a
 naive `datetime` raises `RequestInvalid`.
 """
@@ -14,7 +14,7 @@ naive `datetime` raises `RequestInvalid`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, overload
 
 import msgspec
@@ -180,15 +180,15 @@ class ProtectionRequest(msgspec.Struct, frozen=True, gc=False):
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class ProtectionResult:
-    """One protection's verdict on one request: a trace entry."""
+class ProtectionResult(msgspec.Struct, frozen=True, gc=False):
+    """One protection's verdict on one request: a trace entry (a Struct: a trace writes one
+    per protection, ~0.15 µs each against ~1.7 µs as a frozen dataclass)."""
 
     system: str
     priority: int
     status: Status
     reason: str
-    facts: Mapping[str, Any] = field(default_factory=dict)
+    facts: Mapping[str, Any] = msgspec.field(default_factory=dict)
     rules: tuple[str, ...] = ()
     unblocks_at: Instant | None = None
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import msgspec
@@ -33,13 +33,13 @@ class Context(msgspec.Struct, frozen=True, gc=False):
     entry_source: str
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """A protection's lean verdict; the engine stamps priority and fired rule ids on it."""
+class Outcome(msgspec.Struct, frozen=True, gc=False):
+    """A protection's lean verdict; the engine stamps priority and fired rule ids on it (a
+    Struct, as `ProtectionResult`: one per protection for every trace written)."""
 
     status: Status
     reason: str
-    facts: Mapping[str, Any] = field(default_factory=dict)
+    facts: Mapping[str, Any] = msgspec.field(default_factory=dict)
     unblocks_at: int | None = None
     state_changes: tuple[StateChange, ...] = ()
 
