@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import stat
 import tempfile
 from collections import Counter
@@ -142,6 +143,11 @@ class Comment:
     own_line: bool
 
 
+# A line break as PyYAML counts lines (its marks place the keys comments are anchored to): a
+# lone CR, NEL, LS and PS end a line too, and a comment, not only LF
+_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
+
+
 def scan_comments(text: str) -> list[Comment]:
     """Every comment of a YAML text. The scanner skips only spaces, line breaks and comments
     between tokens, so every `#` in a gap between two tokens starts a comment."""
@@ -151,12 +157,13 @@ def scan_comments(text: str) -> list[Comment]:
         start = token.start_mark.index
         at = text.find("#", end, start)
         while at >= 0:
-            stop = text.find("\n", at, start)
-            stop = start if stop < 0 else stop
-            line_start = text.rfind("\n", 0, at) + 1
+            after = _BREAK.search(text, at, start)
+            stop = after.start() if after else start
+            breaks = list(_BREAK.finditer(text, 0, at))
+            line_start = breaks[-1].end() if breaks else 0
             found.append(
                 Comment(
-                    line=text.count("\n", 0, at) + 1,
+                    line=len(breaks) + 1,
                     column=at - line_start + 1,
                     text=text[at:stop].rstrip(),
                     own_line=not text[line_start:at].strip(),

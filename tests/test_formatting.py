@@ -212,6 +212,32 @@ def test_scan_comments_finds_comments_not_hashes_in_values():
     ]
 
 
+@pytest.mark.parametrize("brk", ["\r", "\r\n", "\x85", "\u2028", "\u2029"], ids=["CR", "CRLF", "NEL", "LS", "PS"])
+def test_scan_comments_counts_lines_as_yaml_does(brk):
+    # PyYAML's marks (where the keys comments anchor to are) end a line at each of these too;
+    # counting only LF put a comment after one on the wrong key
+    text = f"a: 'x{brk}y'  # one{brk}# two{brk}b: 1\n"
+    assert [(c.line, c.column, c.text, c.own_line) for c in scan_comments(text)] == [
+        (2, 5, "# one", False),
+        (3, 1, "# two", True),
+    ]
+    assert yaml.compose(text, Loader=yaml.SafeLoader).value[1][0].start_mark.line + 1 == 4
+
+
+@pytest.mark.parametrize("brk", ["\x85", "\u2028", "\u2029"], ids=["NEL", "LS", "PS"])
+def test_a_description_holding_a_line_break_yaml_counts_reaches_a_fixed_point(brk):
+    # found by test_any_valid_policy_keeps_its_hash_and_reaches_a_fixed_point (two LS characters)
+    text = (
+        "\n".join(
+            f"  description: {escaped(brk * 2)}" if line.startswith("  description: ") else line
+            for line in DEFAULT_TEXT.splitlines()
+        )
+        + "\n"
+    )
+    once = format_text(text, "p.yaml")
+    assert format_text(once.text, "p.yaml").text == once.text
+
+
 # Scalars: each written plain where that reads back the same, quoted where it would not.
 SCALARS = [
     ("risk-team", "risk-team"),
