@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from . import __version__
 from .alerts import AlertCallback, AlertThresholds, deliver
 from .alerts import logger as alert_logger
-from .canonical import canonical_bytes
+from .canonical import canonical_bytes, checked_canonical_bytes
 from .compiler import FACT_KIND, SENTINEL, CompiledPolicy, compile_policy
 from .decision import assemble, failed_closed
 from .errors import (
@@ -320,12 +320,14 @@ class Engine:
 
     def _evaluate(self, in_force: _InForce, request: Any, *, explain: bool, source: str | None, trace_id: str) -> _Evaluated:
         started = time.perf_counter()
-        received, received_bytes = _as_received(request) if self.audit is not None else (None, None)
+        recording = self.audit is not None
         try:
             decision, ctx = self._decide(in_force, request, explain=explain, source=source, trace_id=trace_id, started=started)
+            received, received_bytes = _as_decided(request) if recording else (None, None)
             return self._evaluated(decision, received, ctx, None, received_bytes)
         except RequestInvalid as exc:
             decision = self._failed(in_force, _invalid_reason(exc.issues), exc.issues, request, trace_id, started)
+            received, received_bytes = _as_received(request) if recording else (None, None)
             return self._evaluated(decision, received, None, getattr(exc, "stored", None), received_bytes)
         except EngineFailure as exc:
             issue = Issue("engine-failure", "$", str(exc), source)
@@ -337,6 +339,7 @@ class Engine:
             message = f"{type(exc).__name__}: {exc}"
             issue = Issue("internal-error", "$", message, source)
             decision = self._failed(in_force, f"Internal error: {message}", [issue], request, trace_id, started)
+        received, received_bytes = _as_received(request) if recording else (None, None)
         return self._evaluated(decision, received, None, None, received_bytes)
 
     def _decide(
@@ -490,8 +493,11 @@ def _record(
     `stored` is the state store's answer for a request refused because of it (no context);
     `received_bytes` the canonical JSON of `received`, when `_as_received` wrote it. The record is
     written as canonical JSON here, while its values are at hand (record_json.py)."""
+    state_bytes = None
     if ctx is not None:
         state = ctx.state.to_dict() if ctx.state_source != "none" else None
+        if ctx.state_source == "request":  # validated with the request (a store's is not trusted so far)
+            state_bytes = part_bytes(state, checked=True)
     else:
         state = stored.to_dict() if stored is not None else None
     written = decision.to_dict()  # the record's copies of its fields are the same values, written once
@@ -515,7 +521,7 @@ def _record(
     }
     parts = {
         "request": received_bytes if received_bytes is not None else part_bytes(received),
-        "state": part_bytes(state) if state is not None else b"null",
+        "state": state_bytes or (part_bytes(state) if state is not None else b"null"),
         "decision_record": decision_bytes(written),
     }
     # a part the reference encoder refuses leaves the record to the sink, which refuses the batch
@@ -562,6 +568,18 @@ def _as_received(request: Any) -> tuple[Any, bytes | None]:
     except (TypeError, ValueError):
         pass
     return {"unparsed": repr(request)[:100_000]}, None  # repr escapes what is not text
+
+
+def _as_decided(request: Any) -> tuple[Any, bytes | None]:
+    """`_as_received` for a request that was decided: validation refused NaN, infinity and every
+    value that is not JSON but an instant as a `datetime` (which orjson refuses, so
+    `_as_received` writes it as text), so its canonical JSON needs no walk over it."""
+    if isinstance(request, ProtectionRequest):
+        return request.to_dict(), None
+    try:
+        return request, checked_canonical_bytes(request)
+    except (TypeError, ValueError):
+        return _as_received(request)
 
 
 def _check_workers(workers: int) -> int:

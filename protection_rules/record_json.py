@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from .canonical import _ORJSON_OPTIONS, _orjson_agrees, _refuse, canonical_bytes
+from .canonical import _ORJSON_OPTIONS, _orjson_agrees, _refuse, canonical_bytes, checked_canonical_bytes
 
 # What the engine passes in, one dict per decision; the sink adds sequence, recorded_at,
 # prev_hash, batch and hash (a record that carries those has them replaced).
@@ -102,11 +102,12 @@ def splice(runs: Sequence[bytes], stamps: Sequence[bytes]) -> bytes:
     return b"".join(joined)
 
 
-def part_bytes(value: Any) -> bytes | None:
+def part_bytes(value: Any, *, checked: bool = False) -> bytes | None:
     """`canonical_bytes(value)`, or None when the reference encoder refuses it (the sink then
-    meets the value itself, and refuses the record as it always did)."""
+    meets the value itself, and refuses the record as it always did). `checked`: the value is
+    known to hold no NaN or infinity (`checked_canonical_bytes`)."""
     try:
-        return canonical_bytes(value)
+        return checked_canonical_bytes(value) if checked else canonical_bytes(value)
     except (TypeError, ValueError):
         return None
 

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protection_rules.audit import open_audit
-from protection_rules.canonical import canonical_bytes, canonical_json, content_hash, sha256_hex
+from protection_rules.canonical import canonical_bytes, canonical_json, checked_canonical_bytes, content_hash, sha256_hex
 from protection_rules.policy import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,6 +143,36 @@ def test_canonical_bytes_is_the_reference_byte_for_byte(value):
 )
 def test_values_orjson_writes_otherwise_get_the_reference(value):
     assert fast(value) == reference(value)
+
+
+# what `checked_canonical_bytes` is given: JSON types with no NaN or infinity (a validated
+# request, a state read from one), with floats of every finite magnitude and text holding the
+# marks it looks for
+checked_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.floats(min_value=-1e-3, max_value=1e-3)
+    | st.text()
+    | st.sampled_from(["0.00001", "1e-6", "free-text", "café"])
+)
+checked_values = st.recursive(
+    checked_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=1500)
+@given(checked_values)
+def test_checked_canonical_bytes_is_the_reference_byte_for_byte(value):
+    assert checked_canonical_bytes(value) == canonical_json(value).encode("utf-8")
+
+
+@pytest.mark.parametrize("value", [1e-05, 9.9e-05, -5e-05, 1e-06, 2.5e-07, 5e-324, {"size": [0.00002]}])
+def test_checked_canonical_bytes_writes_small_floats_as_the_reference(value):
+    assert checked_canonical_bytes(value) == canonical_json(value).encode("utf-8")
 
 
 def test_a_cycle_is_refused_as_the_reference_refuses_it():

@@ -167,3 +167,32 @@ def test_what_the_fast_checks_pass_as_is_is_json_the_reference_writes_the_same()
         "errors": [Issue("c", "$", "m").to_dict()],
     }
     assert decision_bytes(written) == canonical_json(written).encode("utf-8")
+
+
+@pytest.mark.parametrize("suffix", ["sqlite", "jsonl"])
+def test_a_valid_request_with_tiny_floats_is_recorded_as_given_and_verifies(tmp_path, suffix):
+    # a decided request's canonical JSON skips the walk (`checked_canonical_bytes`): its floats
+    # under 1e-4, which orjson writes otherwise, must still reach the trail as the reference writes them
+    from protection_rules import Engine
+    from protection_rules.audit import open_audit
+
+    request = {
+        "request_id": "tiny",
+        "asset": "XYZ",
+        "action": "open",
+        "current_date": "2026-03-20T12:00:00Z",
+        "current_size": 0,
+        "target_size": 1e-05,
+        "current_score": 2.5e-07,
+        "reason": "free-text with e- and 0.0000 in it",
+        "state": {"events": [{"type": "close", "at": "2026-03-10T09:00:00Z", "size": 5e-06}]},
+    }
+    path = tmp_path / f"audit.{suffix}"
+    with open_audit(path) as log, Engine.from_policy(audit=log) as engine:
+        decision = engine.evaluate(request)
+        assert not decision.errors
+    with open_audit(path, mode="read") as log:
+        assert log.verify().ok
+        [record] = list(log.records())
+    assert record["request"] == request
+    assert record["state"]["events"][0]["size"] == 5e-06
