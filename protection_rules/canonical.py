@@ -48,13 +48,14 @@ def canonical_bytes(value: Any) -> bytes:
 
 
 def checked_canonical_bytes(value: Any) -> bytes:
-    """`canonical_bytes(value)` for a value already checked to hold no NaN or infinity (a request
-    that passed validation, a state read from one), without the walk over it.
+    """`canonical_bytes(value)` for a value already checked to hold no NaN or infinity and no
+    value orjson writes but the reference refuses (a UUID, an Enum, an orjson Fragment): a
+    request that passed validation, a state read from one; without the walk over it.
 
-    Of the values orjson writes at all with these options (anything else raises, and the
-    reference decides), those two and a float under 1e-4 are where it differs from the reference
-    encoder; such a float leaves `0.0000` or `e-` in orjson's text (`0.00001`, `1e-6`), so text
-    holding either, even inside a string, goes to the reference encoder too.
+    Anything else that is not JSON makes orjson raise with these options, and the reference
+    decides. What is left where the two differ is a float under 1e-4, which leaves `0.0000` or
+    `e-` in orjson's text (`0.00001`, `1e-6`): text holding either, even inside a string, goes
+    to the reference encoder too.
     """
     try:
         written = orjson.dumps(value, default=_refuse, option=_ORJSON_OPTIONS)

@@ -8,11 +8,14 @@ can carry something other than our own strings (facts, sizes, the decision time,
 
 from __future__ import annotations
 
+import enum
 import json
 import pickle
 import typing
+import uuid
 
 import msgspec
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -196,3 +199,41 @@ def test_a_valid_request_with_tiny_floats_is_recorded_as_given_and_verifies(tmp_
         [record] = list(log.records())
     assert record["request"] == request
     assert record["state"]["events"][0]["size"] == 5e-06
+
+
+class Side(enum.Enum):
+    CLOSE = "close"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("request_id", uuid.UUID(int=7)),
+        ("action", Side.CLOSE),
+        ("reason", orjson.Fragment(b"1")),
+        ("current_size", float("nan")),
+        ("target_size", float("inf")),
+    ],
+    ids=["uuid", "enum", "fragment", "nan", "inf"],
+)
+def test_what_orjson_writes_but_the_reference_refuses_never_reaches_the_walk_free_path(tmp_path, field, value):
+    # the walk is skipped only for a decided request: each of these must be refused by
+    # validation, so that the record takes the checked way (the trail still verifies)
+    from protection_rules import Engine
+    from protection_rules.audit import open_audit
+
+    request = {
+        "request_id": "r",
+        "asset": "AAPL",
+        "action": "close",
+        "current_date": "2026-03-12T07:00:00Z",
+        "current_size": 0.05,
+        "target_size": 0,
+        field: value,
+    }
+    path = tmp_path / "audit.sqlite"
+    with open_audit(path) as log, Engine.from_policy(audit=log) as engine:
+        decision = engine.evaluate(request)
+    assert decision.decision == "deny" and decision.errors
+    with open_audit(path, mode="read") as log:
+        assert log.verify().ok
